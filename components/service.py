@@ -1,0 +1,465 @@
+"""The ``Service`` component and its two realizations.
+
+``Service`` picks its realizations in one place (:data:`REALIZATIONS`); each realization
+implements the same small interface and exposes the same output surface: one record per
+instance with its name, runtime, host, endpoints and footprint (vCPUs, memory MiB, disk
+GiB). ``runtime: both`` simply builds both, side by side, under different child names.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pulumi
+import pulumi_docker as docker
+import pulumi_libvirt as libvirt
+
+from components import renderers
+from components.infra import (
+    GIB,
+    HostProviders,
+    Network,
+    Storage,
+    docker_labels,
+    first_host_address,
+)
+from components.spec import ServiceSpec, StackSpec, VolumeSpec
+
+SecretLookup = Callable[[str], pulumi.Output[str]]
+"""Returns the secret Output of a config key (``pulumi.Config().require_secret``)."""
+
+
+@dataclass
+class Context:
+    """What every service realization needs from the stack (built once in components.stack)."""
+
+    stack_name: str
+    spec: StackSpec
+    providers: dict[str, HostProviders]
+    networks: dict[str, Network]
+    storage: dict[str, Storage]
+    addresses: dict[tuple[str, str], int]
+    """(service, network) → offset of replica 0 on that network (replica i adds i)."""
+    secret: SecretLookup
+    build_root: Path
+
+
+def instance_name(ctx: Context, svc: ServiceSpec, replica: int) -> str:
+    """Physical name of a container or domain: unique per stack, host and service."""
+    return f"{ctx.stack_name}-{svc.name}-{replica}"
+
+
+def footprint(svc: ServiceSpec) -> dict[str, float | int]:
+    """Declared size of one instance (the same in both runtimes)."""
+    disk = svc.resources.disk_gib + sum(v.size_gib for v in svc.volumes)
+    return {
+        "vcpus": svc.resources.vcpus,
+        "memoryMib": svc.resources.memory_mib,
+        "diskGib": disk,
+    }
+
+
+class Realization(pulumi.ComponentResource):
+    """The interface both realizations implement."""
+
+    runtime: ClassVar[str]
+    type_token: ClassVar[str]
+    instances: list[dict[str, Any]]
+
+    def __init__(
+        self,
+        name: str,
+        svc: ServiceSpec,
+        ctx: Context,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__(self.type_token, name, None, opts)
+        self.resource_name = name
+        self.svc = svc
+        self.ctx = ctx
+        self.host = ctx.spec.host_of(svc)
+        self.instances = []
+        self.build()
+        self.register_outputs({"instances": self.instances})
+
+    def build(self) -> None:
+        raise NotImplementedError
+
+    def address(self, network: str, replica: int, side: str) -> str:
+        net = self.ctx.networks[network].spec
+        subnet = net.vm_subnet if side == "vm" else net.container_subnet
+        offset = self.ctx.addresses[(self.svc.name, network)] + replica
+        return str(first_host_address(subnet, offset))
+
+    def record(self, name: str, replica: int, endpoints: dict[str, str]) -> None:
+        self.instances.append(
+            {
+                "name": name,
+                "runtime": self.runtime,
+                "host": self.host,
+                "replica": replica,
+                "endpoints": endpoints,
+                "footprint": footprint(self.svc),
+            }
+        )
+
+    def secret_env(self) -> pulumi.Output[dict[str, str]]:
+        """Secret values of the service's environment, as one secret Output."""
+        keys = self.svc.secrets
+        outs = {env: self.ctx.secret(key) for env, key in keys.items()}
+        return pulumi.Output.all(**outs) if outs else pulumi.Output.from_input({})
+
+
+class ContainerRealization(Realization):
+    """Docker: an image (built from the rendered Dockerfile, or prebuilt), one volume per
+    replica and declared volume, and one hardened container per replica."""
+
+    runtime = "container"
+    type_token = "twinstack:service:ContainerRealization"
+
+    def build(self) -> None:
+        svc, ctx = self.svc, self.ctx
+        provider = ctx.providers[self.host].docker
+        child = pulumi.ResourceOptions(parent=self, provider=provider)
+        image_ref = self._image(child)
+        probe = renderers.health_probe(svc)
+        hc = svc.health_check
+        healthcheck = None
+        if probe is not None and hc is not None:
+            healthcheck = docker.ContainerHealthcheckArgs(
+                tests=probe,
+                interval=f"{hc.interval_s}s",
+                timeout=f"{hc.timeout_s}s",
+                retries=hc.retries,
+                start_period=f"{hc.start_period_s}s",
+            )
+        plain = [f"{k}={v}" for k, v in sorted(svc.environment.items())]
+        secret_envs = self.secret_env().apply(lambda vals: [f"{k}={vals[k]}" for k in sorted(vals)])
+        envs: pulumi.Input[list[str]] = (
+            pulumi.Output.all(plain, pulumi.Output.secret(secret_envs)).apply(
+                lambda parts: [*parts[0], *parts[1]]
+            )
+            if svc.secrets
+            else plain
+        )
+        networks = ctx.spec.networks_of(svc)
+        user = renderers.service_user(svc)
+        for i in range(svc.replicas):
+            name = instance_name(ctx, svc, i)
+            mounts = []
+            for vol in svc.volumes:
+                volume = docker.Volume(
+                    f"{self.resource_name}-{i}-{vol.name}",
+                    name=f"{name}-{vol.name}",
+                    labels=[
+                        docker.VolumeLabelArgs(label=k, value=v)
+                        for k, v in docker_labels(
+                            ctx.stack_name, service=svc.name, runtime="container", volume=vol.name
+                        ).items()
+                    ],
+                    opts=pulumi.ResourceOptions.merge(
+                        child, pulumi.ResourceOptions(protect=self._volume_protected(vol))
+                    ),
+                )
+                mounts.append(
+                    docker.ContainerMountArgs(target=vol.mount_path, type="volume", source=volume.name)
+                )
+            advanced = [
+                docker.ContainerNetworksAdvancedArgs(
+                    name=ctx.networks[n].docker_networks[self.host].name,
+                    aliases=[svc.name],
+                    ipv4_address=self.address(n, i, "container"),
+                )
+                for n in networks
+            ]
+            ports = [
+                docker.ContainerPortArgs(
+                    internal=p.port,
+                    external=p.host_port + i,
+                    ip=str(p.host_ip),
+                    protocol=p.protocol,
+                )
+                for p in svc.ports
+                if p.host_port is not None
+            ]
+            labels = docker_labels(
+                ctx.stack_name,
+                service=svc.name,
+                runtime="container",
+                replica=str(i),
+                host=self.host,
+                vcpus=str(svc.resources.vcpus),
+                **{"memory-mib": str(svc.resources.memory_mib)},
+                **{"disk-gib": str(footprint(svc)["diskGib"])},
+            )
+            docker.Container(
+                f"{self.resource_name}-{i}",
+                name=name,
+                hostname=name,
+                image=image_ref,
+                envs=envs,
+                user=user,
+                # terraform-provider-docker multiplies `memory` by 1024*1024: it is MiB.
+                memory=svc.resources.memory_mib,
+                memory_swap=svc.resources.memory_mib,
+                cpus=_cpus(svc.resources.vcpus),
+                ports=ports,
+                mounts=mounts,
+                network_mode="bridge" if not networks else None,
+                networks_advanced=advanced,
+                healthcheck=healthcheck,
+                restart=svc.restart.policy,
+                max_retry_count=svc.restart.max_retries
+                if svc.restart.policy == "on-failure"
+                else None,
+                log_driver="json-file",
+                log_opts={"max-size": "10m", "max-file": "3"},
+                labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in labels.items()],
+                capabilities=docker.ContainerCapabilitiesArgs(drops=["ALL"]),
+                security_opts=["no-new-privileges:true"],
+                read_only=svc.read_only_root_fs,
+                tmpfs={"/tmp": "rw,nosuid,nodev,size=64m", "/run": "rw,nosuid,nodev,size=16m"}
+                if svc.read_only_root_fs
+                else None,
+                init=True,
+                must_run=True,
+                wait=False,
+                destroy_grace_seconds=10,
+                opts=pulumi.ResourceOptions.merge(
+                    child, pulumi.ResourceOptions(delete_before_replace=True)
+                ),
+            )
+            endpoints = {}
+            for p in svc.ports:
+                if p.host_port is not None:
+                    endpoints[p.name] = f"{p.protocol}://{p.host_ip}:{p.host_port + i}"
+                elif networks:
+                    addr = self.address(networks[0], i, "container")
+                    endpoints[p.name] = f"{p.protocol}://{addr}:{p.port}"
+            self.record(name, i, endpoints)
+
+    def _volume_protected(self, vol: VolumeSpec) -> bool:
+        """Data volumes follow their storage pool's `protect` (default on)."""
+        pool = self.ctx.spec.storage_of(vol)
+        spec = next((s for s in self.ctx.spec.storage if s.name == pool), None)
+        return True if spec is None else spec.protect
+
+    def _image(self, child: pulumi.ResourceOptions) -> pulumi.Output[str]:
+        svc, ctx = self.svc, self.ctx
+        if svc.image is not None:
+            remote = docker.RemoteImage(
+                f"{self.resource_name}-image", name=svc.image.container, keep_locally=True, opts=child
+            )
+            return remote.name
+        files = renderers.render_build_context(svc)
+        context = ctx.build_root / ctx.stack_name / svc.name
+        _write_context(context, files)
+        tag = renderers.context_digest(files)
+        image = docker.Image(
+            f"{self.resource_name}-image",
+            image_name=f"twinstack/{ctx.stack_name}-{svc.name}:{tag}",
+            build=docker.DockerBuildArgs(
+                context=str(context),
+                dockerfile=str(context / "Dockerfile"),
+                platform="linux/amd64",
+            ),
+            skip_push=True,
+            build_on_preview=False,
+            opts=child,
+        )
+        return image.image_name
+
+
+def _cpus(vcpus: float) -> str:
+    return f"{vcpus:g}"
+
+
+def _write_context(directory: Path, files: Mapping[str, str]) -> None:
+    """Write the rendered build context, touching only files whose content changed."""
+    for rel, content in files.items():
+        path = directory / rel
+        try:
+            if path.read_text(encoding="utf-8") == content:
+                continue
+        except OSError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content, encoding="utf-8")
+
+
+class VmRealization(Realization):
+    """libvirt: per replica a root clone of the shared base image sized to the spec, one
+    data volume per declared volume, a cloud-init disk rendered from the spec, and a
+    domain with the spec's vCPUs and memory, serial console, guest agent and autostart."""
+
+    runtime = "vm"
+    type_token = "twinstack:service:VmRealization"
+
+    def build(self) -> None:
+        svc, ctx = self.svc, self.ctx
+        host_spec = ctx.spec.hosts[self.host]
+        provider = ctx.providers[self.host].libvirt
+        child = pulumi.ResourceOptions(parent=self, provider=provider)
+        image = ctx.spec.vm_image_of(svc)
+        assert image is not None  # enforced by the spec
+        root_pool_name = ctx.spec.storage_of()
+        assert root_pool_name is not None
+        root_pool = ctx.storage[root_pool_name].pools[self.host]
+        base = root_pool.base_images[image.key]
+        networks = ctx.spec.networks_of(svc)
+        secrets = self.secret_env()
+        for i in range(svc.replicas):
+            name = instance_name(ctx, svc, i)
+            root = libvirt.Volume(
+                f"{self.resource_name}-{i}-root",
+                name=f"{name}-root.qcow2",
+                pool=root_pool.pool.name,
+                base_volume_id=base.id,
+                size=svc.resources.disk_gib * GIB,
+                format="qcow2",
+                opts=child,
+            )
+            disks = [libvirt.DomainDiskArgs(volume_id=root.id)]
+            for vol in svc.volumes:
+                pool_name = ctx.spec.storage_of(vol)
+                assert pool_name is not None
+                pool_spec = ctx.storage[pool_name]
+                data = libvirt.Volume(
+                    f"{self.resource_name}-{i}-{vol.name}",
+                    name=f"{name}-{vol.name}.qcow2",
+                    pool=pool_spec.pools[self.host].pool.name,
+                    size=vol.size_gib * GIB,
+                    format="qcow2",
+                    opts=pulumi.ResourceOptions.merge(
+                        child, pulumi.ResourceOptions(protect=pool_spec.spec.protect)
+                    ),
+                )
+                disks.append(libvirt.DomainDiskArgs(volume_id=data.id))
+            hostname = name
+
+            def _user_data(values: dict[str, str], hostname: str = hostname) -> str:
+                return renderers.render_cloud_init(svc, hostname=hostname, secret_values=values)
+
+            user_data: pulumi.Input[str] = secrets.apply(_user_data)
+            if svc.secrets:
+                user_data = pulumi.Output.secret(user_data)
+            seed = libvirt.CloudInitDisk(
+                f"{self.resource_name}-{i}-cloudinit",
+                name=f"{name}-cloudinit.iso",
+                pool=root_pool.pool.name,
+                user_data=user_data,
+                meta_data=renderers.render_meta_data(hostname),
+                opts=child,
+            )
+            interfaces = [
+                libvirt.DomainNetworkInterfaceArgs(
+                    network_id=ctx.networks[n].libvirt_networks[self.host].id,
+                    addresses=[self.address(n, i, "vm")],
+                    hostname=hostname,
+                    wait_for_lease=False,
+                )
+                for n in networks
+            ]
+            direct_boot: dict[str, Any] = {}
+            if image.kernel is not None:
+                direct_boot = {
+                    "kernel": image.kernel,
+                    "initrd": image.initrd,
+                    "cmdlines": [_cmdline(image.cmdline)],
+                }
+            facts = {
+                "twinstack": {
+                    "stack": ctx.stack_name,
+                    "service": svc.name,
+                    "runtime": "vm",
+                    "replica": i,
+                    "host": self.host,
+                    "vcpus": svc.resources.vcpus,
+                    "memoryMib": svc.resources.memory_mib,
+                    "diskGib": footprint(svc)["diskGib"],
+                }
+            }
+            libvirt.Domain(
+                f"{self.resource_name}-{i}",
+                name=name,
+                type=host_spec.domain_type,
+                memory=svc.resources.memory_mib,  # libvirt: MiB
+                vcpu=svc.resources.vm_vcpus,
+                cpu=libvirt.DomainCpuArgs(mode="host-passthrough")
+                if host_spec.domain_type == "kvm"
+                else None,
+                cloudinit=seed.id,
+                disks=disks,
+                network_interfaces=interfaces,
+                consoles=[
+                    libvirt.DomainConsoleArgs(type="pty", target_port="0", target_type="serial"),
+                ],
+                qemu_agent=True,
+                autostart=True,
+                running=True,
+                description=json.dumps(facts, sort_keys=True),
+                **direct_boot,
+                opts=pulumi.ResourceOptions.merge(
+                    child, pulumi.ResourceOptions(delete_before_replace=True)
+                ),
+            )
+            endpoints = {}
+            if networks:
+                addr = self.address(networks[0], i, "vm")
+                endpoints = {p.name: f"{p.protocol}://{addr}:{p.port}" for p in svc.ports}
+            self.record(name, i, endpoints)
+
+
+def _cmdline(line: str) -> dict[str, str]:
+    """pulumi-libvirt's ``cmdlines`` entry: a map of kernel arguments (``_`` for bare words)."""
+    out: dict[str, str] = {}
+    bare: list[str] = []
+    for word in line.split():
+        key, sep, value = word.partition("=")
+        if sep:
+            out[key] = value
+        else:
+            bare.append(key)
+    if bare:
+        out["_"] = " ".join(bare)
+    return out
+
+
+REALIZATIONS: dict[str, type[Realization]] = {
+    "vm": VmRealization,
+    "container": ContainerRealization,
+}
+"""The one switch: runtime name → realization class."""
+
+
+def realizations_for(runtime: str) -> list[str]:
+    """Runtimes a ``runtime`` flag value deploys, in a stable order."""
+    return ["vm", "container"] if runtime == "both" else [runtime]
+
+
+class Service(pulumi.ComponentResource):
+    """One service, realized as VMs, containers or both (``twinstack:service:Service``).
+
+    The component's own URN never depends on the runtime, so flipping ``runtime`` replaces
+    the realization children and keeps the service (and everything shared) in place.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        svc: ServiceSpec,
+        ctx: Context,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("twinstack:service:Service", name, None, opts)
+        runtime = ctx.spec.runtime_of(svc)
+        self.realizations = {
+            rt: REALIZATIONS[rt](f"{name}-{rt}", svc, ctx, pulumi.ResourceOptions(parent=self))
+            for rt in realizations_for(runtime)
+        }
+        self.instances = [inst for r in self.realizations.values() for inst in r.instances]
+        self.register_outputs({"runtime": runtime, "instances": self.instances})

@@ -1,0 +1,131 @@
+"""The ``twinstack`` command line.
+
+Every command turns a :class:`~twinstack.errors.TwinstackError` into one message on
+stderr and exit code 2; no traceback reaches a user.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from twinstack.errors import TwinstackError
+
+app = typer.Typer(
+    name="twinstack",
+    help="Declare a service once; deploy it as libvirt VMs or Docker containers; compare.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_out = Console(highlight=False, soft_wrap=True)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``message`` as an error and return the Exit to raise."""
+    _err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    return typer.Exit(code)
+
+
+@app.command()
+def plan(
+    stack: Annotated[
+        list[str] | None, typer.Option("--stack", "-s", help="Stack name (repeatable).")
+    ] = None,
+    all_stacks: Annotated[
+        bool, typer.Option("--all", help="Every stack in stacks/.")
+    ] = False,
+    runtime: Annotated[
+        str | None,
+        typer.Option("--runtime", "-r", help="Override the stack's runtime: vm|container|both."),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file instead.")
+    ] = None,
+    preview: Annotated[
+        bool, typer.Option("--preview", help="Run as a preview (unknown computed values).")
+    ] = False,
+) -> None:
+    """Run the program offline under Pulumi's mocks and show every resource it declares."""
+    from twinstack import plan as planner
+    from twinstack.render import plan_text
+
+    if fmt not in ("text", "json"):
+        raise fail(f"--format: {fmt!r} is not allowed; allowed: text, json")
+    root = planner.project_root()
+    names = planner.stack_names(root) if all_stacks else list(stack or [])
+    if not names:
+        raise fail("name a stack with --stack NAME, or use --all")
+    docs: list[dict[str, Any]] = []
+    for name in names:
+        try:
+            docs.append(planner.plan_stack(name, runtime, root=root, preview=preview))
+        except TwinstackError as exc:
+            raise fail(str(exc)) from None
+    if fmt == "json":
+        text = json.dumps(docs[0] if len(docs) == 1 else docs, indent=2, sort_keys=False) + "\n"
+    else:
+        text = "\n".join(plan_text(d) for d in docs)
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+        _err.print(f"wrote {output}")
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+def schema(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file instead.")
+    ] = None,
+) -> None:
+    """Print the JSON Schema of a stack file (generated from the spec models)."""
+    from components.spec import json_schema
+
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Stack files to check.")],
+) -> None:
+    """Validate stack files without planning (exit 2 on the first error)."""
+    from components.spec import load_stack
+
+    for f in files:
+        try:
+            spec = load_stack(f)
+        except TwinstackError as exc:
+            raise fail(str(exc)) from None
+        _out.print(f"{f}: ok ({len(spec.services)} services, runtime {spec.runtime})")
+
+
+# --- commands contributed by other modules (one import + one registration each) ---------
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except TwinstackError as exc:  # a command that forgot to convert its error
+        _err.print(f"[bold red]error:[/] {exc}")
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        _err.print("interrupted")
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""Offline plan: run the Pulumi program under Pulumi's mocks and record every resource.
+
+No Pulumi CLI, no daemons. The recorder sits where the engine would: it subclasses
+Pulumi's ``MockMonitor`` and keeps each ``RegisterResource`` request (type, name,
+parent, provider, options and the wire-format inputs) and the stack's outputs. The
+document it returns is specified in ``docs/plan-format.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import json
+import runpy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from google.protobuf import json_format
+from pulumi.runtime import mocks as pmocks
+from pulumi.runtime import settings as psettings
+from pulumi.runtime import stack as pstack
+from pulumi.runtime.config import set_all_config
+from pulumi.runtime.sync_await import _sync_await
+
+from components.spec import PROJECT, RUNTIMES, read_stack_file
+from twinstack.errors import SpecError, TwinstackError
+
+PLAN_VERSION = 1
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+SIG_KEY = "4dabf18193072939515e22adb298388d"
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The directory holding ``Pulumi.yaml`` (searching upward from ``start`` or the CWD)."""
+    here = (start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / "Pulumi.yaml").is_file() and (d / "__main__.py").is_file():
+            return d
+    pkg_root = Path(__file__).resolve().parent.parent
+    if (pkg_root / "Pulumi.yaml").is_file():
+        return pkg_root
+    raise TwinstackError(f"no Pulumi.yaml found in {here} or its parents; run from the project")
+
+
+def stack_names(root: Path) -> list[str]:
+    """Stacks with a file in ``stacks/``, sorted."""
+    return sorted(
+        p.name.removeprefix("Pulumi.").removesuffix(".yaml")
+        for p in (root / "stacks").glob("Pulumi.*.yaml")
+    )
+
+
+def _plain(value: Any) -> Any:
+    """Wire JSON with integral floats back to ints (Struct numbers are doubles)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+class _Mocks(pmocks.Mocks):
+    """Resources echo their inputs as state; ids are stable and readable."""
+
+    def new_resource(self, args: pmocks.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
+        state = dict(args.inputs)
+        if args.typ.startswith("libvirt:index/volume:Volume") and "pool" in state:
+            # libvirt volume ids are their paths; keep them recognisable
+            return f"{state.get('pool')}/{state.get('name', args.name)}", state
+        return f"{args.name}-id", state
+
+    def call(self, args: pmocks.MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
+        return {}, None
+
+
+class RecordingMonitor(pmocks.MockMonitor):
+    """A mock resource monitor that records what the engine would receive."""
+
+    def __init__(self, mocks: pmocks.Mocks) -> None:
+        super().__init__(mocks)
+        self.records: list[dict[str, Any]] = []
+        self.stack_outputs: dict[str, Any] = {}
+        self.stack_urn = ""
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        response = super().RegisterResource(request)
+        if request.type == "pulumi:pulumi:Stack":
+            self.stack_urn = response.urn
+            return response
+        inputs = _plain(json_format.MessageToDict(request.object))
+        provider = request.provider or None
+        self.records.append(
+            {
+                "urn": response.urn,
+                "type": request.type,
+                "name": request.name,
+                "custom": bool(request.custom),
+                "parent": request.parent if request.parent != self.stack_urn else None,
+                "provider": provider,
+                "protect": bool(request.protect),
+                "deleteBeforeReplace": bool(request.deleteBeforeReplace),
+                "dependencies": sorted(set(request.dependencies)),
+                "aliases": [json_format.MessageToDict(a) for a in request.aliases],
+                "inputs": inputs,
+            }
+        )
+        return response
+
+    def RegisterResourceOutputs(self, request: Any) -> Any:  # noqa: N802
+        if request.urn == self.stack_urn:
+            self.stack_outputs = _plain(json_format.MessageToDict(request.outputs))
+        return super().RegisterResourceOutputs(request)
+
+
+def _mock_config(config: Mapping[str, Any], runtime: str | None) -> tuple[dict[str, str], list[str]]:
+    """Stack-file config as the engine passes it: strings, JSON for objects; secrets as
+    ``[secret:<key>]`` placeholders (the offline plan never decrypts)."""
+    out: dict[str, str] = {}
+    secret_keys: list[str] = []
+    for key, value in config.items():
+        full = key if ":" in key else f"{PROJECT}:{key}"
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            out[full] = f"[secret:{full.split(':', 1)[1]}]"
+            secret_keys.append(full)
+        elif isinstance(value, str):
+            out[full] = value
+        else:
+            out[full] = json.dumps(value)
+    if runtime is not None:
+        out[f"{PROJECT}:runtime"] = runtime
+    return out, secret_keys
+
+
+def run_program(
+    root: Path,
+    stack: str,
+    config: dict[str, str],
+    secret_keys: list[str],
+    *,
+    preview: bool = False,
+) -> RecordingMonitor:
+    """Run ``root/__main__.py`` under mocks in an isolated context; return the recorder."""
+    monitor = RecordingMonitor(_Mocks())
+    main = root / "__main__.py"
+
+    def _go() -> None:
+        # a fresh root per run: set_mocks only creates one when none is set
+        psettings.set_root_resource(None)  # type: ignore[arg-type]
+        pmocks.set_mocks(
+            _Mocks(), project=PROJECT, stack=stack, preview=preview, monitor=monitor
+        )
+        psettings.set_root_resource(None)  # type: ignore[arg-type]
+        set_all_config(config, secret_keys)
+        _sync_await(pstack.run_in_stack(lambda: runpy.run_path(str(main), run_name="__main__")))
+
+    loop = asyncio.new_event_loop()
+    previous = None
+    with contextlib.suppress(RuntimeError):
+        previous = asyncio.get_event_loop_policy().get_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        contextvars.copy_context().run(_go)
+    except pulumi.RunError as exc:
+        raise TwinstackError(str(exc)) from None
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+        asyncio.set_event_loop(previous)
+    return monitor
+
+
+def plan_stack(
+    stack: str,
+    runtime: str | None = None,
+    *,
+    root: Path | None = None,
+    preview: bool = False,
+    stack_file: Path | None = None,
+) -> dict[str, Any]:
+    """Plan one stack (optionally with another runtime) and return the plan document."""
+    root = project_root() if root is None else root
+    path = stack_file or root / "stacks" / f"Pulumi.{stack}.yaml"
+    if runtime is not None and runtime not in RUNTIMES:
+        raise SpecError(f"--runtime: {runtime!r} is not allowed; allowed: {', '.join(RUNTIMES)}")
+    raw = read_stack_file(path)
+    config, secret_keys = _mock_config(raw, runtime)
+    monitor = run_program(root, stack, config, secret_keys, preview=preview)
+    try:
+        shown = str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        shown = str(path)
+    return {
+        "version": PLAN_VERSION,
+        "project": PROJECT,
+        "stack": stack,
+        "stackFile": shown,
+        "runtime": monitor.stack_outputs.get("runtime", runtime),
+        "preview": preview,
+        "resources": monitor.records,
+        "outputs": monitor.stack_outputs,
+    }
+
+
+def load_plan(path: Path) -> dict[str, Any]:
+    """Read a plan document written by ``twinstack plan --format json``."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TwinstackError(f"{path}: no such plan file") from None
+    except ValueError as exc:
+        raise TwinstackError(f"{path}: not a JSON plan: {exc}") from None
+    if not isinstance(doc, dict) or "resources" not in doc:
+        raise TwinstackError(f"{path}: not a twinstack plan (no `resources` list)")
+    return doc
