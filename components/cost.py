@@ -81,7 +81,7 @@ class HostProfile(_Model):
     """Installed memory in GiB."""
     disk_gib: float = Field(gt=0, le=10_000_000)
     """Usable local disk (the storage pool / Docker data root) in GiB."""
-    reserved: Reserved = Field(default_factory=Reserved)
+    reserved: Reserved = Field(default_factory=lambda: Reserved.model_validate({}))
     """Capacity kept for the host itself."""
     cpu_overcommit: float = Field(4.0, gt=0, le=64)
     """vCPUs (or container CPU quota) offered per physical thread; 1.0 means no overcommit."""
@@ -109,7 +109,9 @@ class HostProfile(_Model):
         return self
 
 
-DEFAULT_PROFILE = HostProfile(name="standard", cores=32, memory_gib=256, disk_gib=2000)
+DEFAULT_PROFILE = HostProfile.model_validate(
+    {"name": "standard", "cores": 32, "memoryGib": 256, "diskGib": 2000}
+)
 """Illustrative 2-socket server (32 threads, 256 GiB, 2 TB local SSD)."""
 
 
@@ -133,7 +135,9 @@ class PriceBook(_Model):
     price_per_kwh: float = Field(0.25, ge=0)
     """Electricity price per kWh."""
     hosts: dict[str, HostPrice] = Field(
-        default_factory=lambda: {"standard": HostPrice(monthly=250.0, power_watts=300.0)}
+        default_factory=lambda: {
+            "standard": HostPrice.model_validate({"monthly": 250.0, "powerWatts": 300.0})
+        }
     )
     """Price per host profile, keyed by profile name; every profile needs one."""
     per_vcpu_monthly: float = Field(0.0, ge=0)
@@ -174,9 +178,9 @@ class VmOverrides(_Model):
     """On-disk size of a base image, counted once per host that runs a clone of it."""
     images: dict[str, float] = Field(default_factory=dict)
     """Base-image sizes in GiB by image source (URL or path), overriding ``baseImageGib``."""
-    kvm: VmmOverride = Field(default_factory=VmmOverride)
+    kvm: VmmOverride = Field(default_factory=lambda: VmmOverride.model_validate({}))
     """QEMU under KVM."""
-    tcg: VmmOverride = Field(default_factory=VmmOverride)
+    tcg: VmmOverride = Field(default_factory=lambda: VmmOverride.model_validate({}))
     """QEMU under TCG (software emulation)."""
 
 
@@ -200,9 +204,11 @@ class ContainerOverrides(_Model):
 class Overheads(_Model):
     """Overrides of the built-in overhead figures."""
 
-    vm: VmOverrides = Field(default_factory=VmOverrides)
+    vm: VmOverrides = Field(default_factory=lambda: VmOverrides.model_validate({}))
     """VM figures."""
-    container: ContainerOverrides = Field(default_factory=ContainerOverrides)
+    container: ContainerOverrides = Field(
+        default_factory=lambda: ContainerOverrides.model_validate({})
+    )
     """Container figures."""
 
 
@@ -218,7 +224,7 @@ class Calibration(_Model):
     """Which machine was measured (hostname, CPU model)."""
     tool: str | None = None
     """What measured them (``twinstack measure 0.1.0``)."""
-    overheads: Overheads = Field(default_factory=Overheads)
+    overheads: Overheads = Field(default_factory=lambda: Overheads.model_validate({}))
     """The measured figures; leave out what was not measured."""
     samples: dict[str, int] = Field(default_factory=dict)
     """How many measurements back each figure, keyed by figure name
@@ -258,9 +264,9 @@ class CostSpec(_Model):
     host_profile: dict[str, str] = Field(default_factory=dict)
     """Profile of each stack host (a ``hosts`` key): each host names a pool of identical
     machines of that profile."""
-    prices: PriceBook = Field(default_factory=PriceBook)  # type: ignore[arg-type]
+    prices: PriceBook = Field(default_factory=lambda: PriceBook.model_validate({}))
     """Prices."""
-    overheads: Overheads = Field(default_factory=Overheads)
+    overheads: Overheads = Field(default_factory=lambda: Overheads.model_validate({}))
     """Overrides of the built-in overhead figures (a calibration file wins over these)."""
     calibration_file: Path | None = None
     """Calibration JSON written by ``twinstack measure``; its figures are reported as
@@ -278,8 +284,9 @@ class CostSpec(_Model):
             return data  # the field validator reports the bad type
         ctx = info.context if isinstance(info.context, Mapping) else {}
         path = Path(ref)
-        if not path.is_absolute() and ctx.get("base_dir") is not None:
-            path = Path(ctx["base_dir"]) / path
+        if not path.is_absolute():
+            base = ctx.get("base_dir")
+            path = (Path(base) if base is not None else _project_dir()) / path
         raw = _read_yaml_mapping(path, error=ValueError)
         if "file" in raw:
             raise ValueError(f"{path}: file: a cost file must not reference another file")
@@ -304,7 +311,9 @@ class CostSpec(_Model):
             )
         for host, prof in self.host_profile.items():
             if prof not in names:
-                raise ValueError(f"hostProfile.{host}: {prof!r} is not a profile; allowed: {allowed}")
+                raise ValueError(
+                    f"hostProfile.{host}: {prof!r} is not a profile; allowed: {allowed}"
+                )
         missing = [n for n in names if n not in self.prices.hosts]
         if missing:
             raise ValueError(
@@ -313,9 +322,7 @@ class CostSpec(_Model):
             )
         extra = sorted(set(self.prices.hosts) - set(names))
         if extra:
-            raise ValueError(
-                f"prices.hosts: {extra} are not profiles; allowed: {allowed}"
-            )
+            raise ValueError(f"prices.hosts: {extra} are not profiles; allowed: {allowed}")
         return self
 
     def profile(self, name: str) -> HostProfile:
@@ -381,7 +388,7 @@ def format_error(
     *,
     source: str,
     prefix: str = COST_KEY,
-    model: type[BaseModel] = None,  # type: ignore[assignment]
+    model: type[BaseModel] | None = None,
 ) -> str:
     """One line naming the file, the key path, the bad value and what is allowed."""
     model = model or CostSpec
@@ -406,6 +413,12 @@ def format_error(
     return f"{where}got {value!r}; {msg[:1].lower()}{msg[1:]}"
 
 
+def _project_dir() -> Path:
+    """The nearest directory upward from the CWD holding Pulumi.yaml (else the CWD)."""
+    here = Path.cwd()
+    return next((d for d in (here, *here.parents) if (d / "Pulumi.yaml").is_file()), here)
+
+
 def _read_yaml_mapping(path: Path, *, error: type[Exception] = SpecError) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -419,8 +432,9 @@ def _read_yaml_mapping(path: Path, *, error: type[Exception] = SpecError) -> dic
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
         problem = getattr(exc, "problem", None) or getattr(exc, "msg", None) or str(exc)
-        raise error(f"{path}:{where} not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
-                    f"{problem}") from None
+        raise error(
+            f"{path}:{where} not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {problem}"
+        ) from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):
@@ -437,7 +451,7 @@ def cost_spec_from_config(
     allowed.
     """
     if value is None:
-        return CostSpec()
+        return CostSpec.model_validate({})
     ctx = {"base_dir": base_dir} if base_dir is not None else None
     try:
         return CostSpec.model_validate(value, context=ctx)

@@ -91,7 +91,10 @@ class Network(pulumi.ComponentResource):
                     autostart=True,
                     dhcp=libvirt.NetworkDhcpArgs(enabled=True),
                     dns=libvirt.NetworkDnsArgs(enabled=True, local_only=True),
-                    opts=pulumi.ResourceOptions(parent=self, provider=providers.libvirt),
+                    # fixed physical name: the old network must go before its twin comes
+                    opts=pulumi.ResourceOptions(
+                        parent=self, provider=providers.libvirt, delete_before_replace=True
+                    ),
                 )
             if needs.container:
                 subnet = spec.container_subnet
@@ -109,7 +112,9 @@ class Network(pulumi.ComponentResource):
                         docker.NetworkLabelArgs(label=k, value=v)
                         for k, v in docker_labels(stack, network=spec.name).items()
                     ],
-                    opts=pulumi.ResourceOptions(parent=self, provider=providers.docker),
+                    opts=pulumi.ResourceOptions(
+                        parent=self, provider=providers.docker, delete_before_replace=True
+                    ),
                 )
         self.register_outputs(
             {
@@ -158,7 +163,10 @@ class Storage(pulumi.ComponentResource):
                 type="dir",
                 target=libvirt.PoolTargetArgs(path=spec.path),
                 opts=pulumi.ResourceOptions(
-                    parent=self, provider=providers.libvirt, protect=spec.protect
+                    parent=self,
+                    provider=providers.libvirt,
+                    protect=spec.protect,
+                    delete_before_replace=True,
                 ),
             )
             on_host = PoolOnHost(pool)
@@ -171,7 +179,9 @@ class Storage(pulumi.ComponentResource):
                     pool=pool.name,
                     source=image.source,
                     format=image.format,
-                    opts=pulumi.ResourceOptions(parent=self, provider=providers.libvirt),
+                    opts=pulumi.ResourceOptions(
+                        parent=self, provider=providers.libvirt, delete_before_replace=True
+                    ),
                 )
             self.pools[host] = on_host
         self.register_outputs(

@@ -162,6 +162,12 @@ def _restart_lines(svc: ServiceSpec) -> tuple[list[str], list[str]]:
     return ["StartLimitIntervalSec=0"], ["Restart=always", "RestartSec=1"]
 
 
+def _exec_start(command: list[str]) -> str:
+    """``ExecStart=`` for an exec-form command: systemd expands ``%x`` specifiers and
+    ``$VAR`` even inside quotes, Docker does not; double them so both run the same argv."""
+    return shlex.join(command).replace("%", "%%").replace("$", "$$")
+
+
 def render_systemd_unit(svc: ServiceSpec) -> str:
     """The systemd unit that runs the service in the VM."""
     unit_extra, svc_restart = _restart_lines(svc)
@@ -187,7 +193,7 @@ def render_systemd_unit(svc: ServiceSpec) -> str:
         f"User={user}",
         f"WorkingDirectory={workdir}",
         f"EnvironmentFile=/etc/twinstack/{svc.name}.env",
-        f"ExecStart={shlex.join(command)}",
+        f"ExecStart={_exec_start(command)}",
         *svc_restart,
         "NoNewPrivileges=yes",
         "",
@@ -344,11 +350,15 @@ def render_cloud_init(
     return f"#cloud-config\n# Rendered by twinstack for service {svc.name!r}.\n{body}"
 
 
-class _BlockDumper(yaml.SafeDumper):
+_BaseDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _BlockDumper(_BaseDumper):  # type: ignore[valid-type,misc]
     """Multi-line strings as literal blocks, so the user-data stays readable."""
 
 
 def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    # libyaml (CSafeDumper) and the pure dumper render the same document
     style = "|" if "\n" in data else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 

@@ -147,7 +147,8 @@ class ContainerRealization(Realization):
             else plain
         )
         networks = ctx.spec.networks_of(svc)
-        user = renderers.service_user(svc)
+        # a prebuilt image without `user` keeps the image's own USER
+        user = renderers.service_user(svc) if svc.build is not None or svc.image_user else None
         for i in range(svc.replicas):
             name = instance_name(ctx, svc, i)
             mounts = []
@@ -162,7 +163,10 @@ class ContainerRealization(Realization):
                         ).items()
                     ],
                     opts=pulumi.ResourceOptions.merge(
-                        child, pulumi.ResourceOptions(protect=self._volume_protected(vol))
+                        child,
+                        pulumi.ResourceOptions(
+                            protect=self._volume_protected(vol), delete_before_replace=True
+                        ),
                     ),
                 )
                 mounts.append(
@@ -192,9 +196,10 @@ class ContainerRealization(Realization):
                 runtime="container",
                 replica=str(i),
                 host=self.host,
-                vcpus=str(svc.resources.vcpus),
+                vcpus=_cpus(svc.resources.vcpus),
                 **{"memory-mib": str(svc.resources.memory_mib)},
                 **{"disk-gib": str(footprint(svc)["diskGib"])},
+                ports=_ports_fact(svc),
             )
             docker.Container(
                 f"{self.resource_name}-{i}",
@@ -274,6 +279,11 @@ class ContainerRealization(Realization):
         return image.image_name
 
 
+def _ports_fact(svc: ServiceSpec) -> str:
+    """Ports a service listens on, as recorded on both realizations (for parity checks)."""
+    return ",".join(f"{p.port}/{p.protocol}" for p in svc.ports)
+
+
 def _cpus(vcpus: float) -> str:
     return f"{vcpus:g}"
 
@@ -303,7 +313,8 @@ class VmRealization(Realization):
         svc, ctx = self.svc, self.ctx
         host_spec = ctx.spec.hosts[self.host]
         provider = ctx.providers[self.host].libvirt
-        child = pulumi.ResourceOptions(parent=self, provider=provider)
+        # every libvirt child has a fixed physical name: delete the old one before its twin
+        child = pulumi.ResourceOptions(parent=self, provider=provider, delete_before_replace=True)
         image = ctx.spec.vm_image_of(svc)
         assert image is not None  # enforced by the spec
         root_pool_name = ctx.spec.storage_of()
@@ -344,9 +355,11 @@ class VmRealization(Realization):
             def _user_data(values: dict[str, str], hostname: str = hostname) -> str:
                 return renderers.render_cloud_init(svc, hostname=hostname, secret_values=values)
 
-            user_data: pulumi.Input[str] = secrets.apply(_user_data)
+            user_data: pulumi.Input[str]
             if svc.secrets:
-                user_data = pulumi.Output.secret(user_data)
+                user_data = pulumi.Output.secret(secrets.apply(_user_data))
+            else:
+                user_data = _user_data({})
             seed = libvirt.CloudInitDisk(
                 f"{self.resource_name}-{i}-cloudinit",
                 name=f"{name}-cloudinit.iso",
@@ -381,6 +394,7 @@ class VmRealization(Realization):
                     "vcpus": svc.resources.vcpus,
                     "memoryMib": svc.resources.memory_mib,
                     "diskGib": footprint(svc)["diskGib"],
+                    "ports": _ports_fact(svc),
                 }
             }
             libvirt.Domain(

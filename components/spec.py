@@ -357,6 +357,11 @@ class ServiceSpec(Model):
         assert src is not None
         return dict(src.secrets)
 
+    @property
+    def image_user(self) -> str | None:
+        """The prebuilt image's declared user, if any."""
+        return self.image.user if self.image is not None else None
+
     def port_number(self, ref: str | int) -> int:
         """Resolve a port name or number to the in-instance port number."""
         if isinstance(ref, int):
@@ -549,6 +554,20 @@ def _check_stack(s: StackSpec) -> None:
                     ("services", i, "runtime"),
                     "runs as a VM but the stack declares no `storage` pool for its disks",
                     s.runtime_of(svc),
+                )
+            if svc.ports and not s.networks_of(svc):
+                raise _Err(
+                    ("services", i, "networks"),
+                    "is empty but the service runs as a VM with ports; a VM is reached on a "
+                    "network (declare one under `networks` and list it here)",
+                    svc.networks,
+                )
+            if svc.image is not None and svc.image.command is None:
+                raise _Err(
+                    ("services", i, "image", "command"),
+                    "is required when a prebuilt service runs as a VM: it is the command "
+                    "the VM's systemd unit runs",
+                    None,
                 )
             if s.vm_image_of(svc) is None:
                 raise _Err(
@@ -754,6 +773,9 @@ _TYPE_STEPS = {
 }
 
 
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def read_stack_file(path: Path) -> dict[str, Any]:
     """Read a Pulumi stack file and return its ``config`` mapping."""
     try:
@@ -763,7 +785,7 @@ def read_stack_file(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise SpecError(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        doc = yaml.safe_load(text) or {}
+        doc = yaml.load(text, Loader=_Loader) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from twinstack.errors import TwinstackError
 
@@ -30,7 +31,7 @@ _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print ``message`` as an error and return the Exit to raise."""
-    _err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    _err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
     return typer.Exit(code)
 
 
@@ -39,9 +40,7 @@ def plan(
     stack: Annotated[
         list[str] | None, typer.Option("--stack", "-s", help="Stack name (repeatable).")
     ] = None,
-    all_stacks: Annotated[
-        bool, typer.Option("--all", help="Every stack in stacks/.")
-    ] = False,
+    all_stacks: Annotated[bool, typer.Option("--all", help="Every stack in stacks/.")] = False,
     runtime: Annotated[
         str | None,
         typer.Option("--runtime", "-r", help="Override the stack's runtime: vm|container|both."),
@@ -113,6 +112,12 @@ def validate(
 
 
 # --- commands contributed by other modules (one import + one registration each) ---------
+from twinstack.density.command import diff_command  # noqa: E402 (issue 4: diff)
+
+app.command("diff")(diff_command)
+from twinstack.policy.cli import policy_command  # noqa: E402 (issue 3: policy)
+
+app.command("policy")(policy_command)
 
 
 def main() -> None:
@@ -120,7 +125,7 @@ def main() -> None:
     try:
         app()
     except TwinstackError as exc:  # a command that forgot to convert its error
-        _err.print(f"[bold red]error:[/] {exc}")
+        _err.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         _err.print("interrupted")

@@ -9,9 +9,12 @@ document it returns is specified in ``docs/plan-format.md``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
+import gc
 import json
+import os
 import runpy
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,13 +23,16 @@ from typing import Any
 import pulumi
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pmocks
+from pulumi.runtime import resource as presource
 from pulumi.runtime import settings as psettings
 from pulumi.runtime import stack as pstack
 from pulumi.runtime.config import set_all_config
+from pulumi.runtime.proto import source_pb2
 from pulumi.runtime.sync_await import _sync_await
 
 from components.spec import PROJECT, RUNTIMES, read_stack_file
 from twinstack.errors import SpecError, TwinstackError
+from twinstack.program import STACK_FILE_ENV
 
 PLAN_VERSION = 1
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
@@ -88,6 +94,13 @@ class RecordingMonitor(pmocks.MockMonitor):
         self.stack_outputs: dict[str, Any] = {}
         self.stack_urn = ""
 
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        """The engine's URN: the full chain of parent types, without the root stack's."""
+        qualified = type_
+        if parent and parent != self.stack_urn:
+            qualified = parent.split("::")[2] + "$" + type_
+        return "urn:pulumi:" + "::".join([pulumi.get_stack(), pulumi.get_project(), qualified, name])
+
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         response = super().RegisterResource(request)
         if request.type == "pulumi:pulumi:Stack":
@@ -137,6 +150,27 @@ def _mock_config(config: Mapping[str, Any], runtime: str | None) -> tuple[dict[s
     return out, secret_keys
 
 
+class _InlineExecutor(concurrent.futures.ThreadPoolExecutor):
+    """Runs each mock RPC on the calling thread.
+
+    The SDK sends every RPC through the loop's default executor because a real monitor
+    call blocks on gRPC. The mock monitor answers in microseconds, so threads only add
+    GIL contention and thread hops (they were most of a large plan's wall time).
+    """
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the awaiting coroutine, as a thread would
+            fut.set_exception(exc)
+        return fut
+
+
+def _no_stack_trace() -> Any:
+    return source_pb2.StackTrace()
+
+
 def run_program(
     root: Path,
     stack: str,
@@ -159,11 +193,22 @@ def run_program(
         set_all_config(config, secret_keys)
         _sync_await(pstack.run_in_stack(lambda: runpy.run_path(str(main), run_name="__main__")))
 
+    # Source positions only matter to the engine's diagnostics; computing them walks the
+    # whole Python stack per resource and is most of the cost of a large offline plan.
+    saved_trace = presource._get_stack_trace
+    presource._get_stack_trace = _no_stack_trace
+    # A plan allocates millions of short-lived futures; the default GC thresholds make
+    # collections grow with the heap (quadratic in services). Collect rarely while planning.
+    thresholds = gc.get_threshold()
+    gc.set_threshold(200_000, 50, 1000)
     loop = asyncio.new_event_loop()
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=1))
     previous = None
     with contextlib.suppress(RuntimeError):
         previous = asyncio.get_event_loop_policy().get_event_loop()
     asyncio.set_event_loop(loop)
+    cwd = Path.cwd()
+    os.chdir(root)  # the engine runs a program in its project directory
     try:
         contextvars.copy_context().run(_go)
     except pulumi.RunError as exc:
@@ -172,6 +217,9 @@ def run_program(
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
         asyncio.set_event_loop(previous)
+        presource._get_stack_trace = saved_trace
+        gc.set_threshold(*thresholds)
+        os.chdir(cwd)
     return monitor
 
 
@@ -190,11 +238,19 @@ def plan_stack(
         raise SpecError(f"--runtime: {runtime!r} is not allowed; allowed: {', '.join(RUNTIMES)}")
     raw = read_stack_file(path)
     config, secret_keys = _mock_config(raw, runtime)
-    monitor = run_program(root, stack, config, secret_keys, preview=preview)
     try:
         shown = str(path.resolve().relative_to(root.resolve()))
     except ValueError:
         shown = str(path)
+    saved = os.environ.get(STACK_FILE_ENV)
+    os.environ[STACK_FILE_ENV] = shown
+    try:
+        monitor = run_program(root, stack, config, secret_keys, preview=preview)
+    finally:
+        if saved is None:
+            os.environ.pop(STACK_FILE_ENV, None)
+        else:
+            os.environ[STACK_FILE_ENV] = saved
     return {
         "version": PLAN_VERSION,
         "project": PROJECT,

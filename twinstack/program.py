@@ -8,6 +8,7 @@ path after reading config is identical.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pulumi
@@ -18,9 +19,13 @@ from components.stack import build_stack
 from twinstack.errors import TwinstackError
 
 
+STACK_FILE_ENV = "TWINSTACK_STACK_FILE"
+"""Set by ``twinstack plan`` when it plans a stack file outside ``stacks/``."""
+
+
 def stack_file_label(stack: str) -> str:
     """How errors name the stack file (the project's ``stackConfigDir`` is ``stacks``)."""
-    return f"stacks/Pulumi.{stack}.yaml"
+    return os.environ.get(STACK_FILE_ENV) or f"stacks/Pulumi.{stack}.yaml"
 
 
 def all_config() -> tuple[dict[str, Any], set[str]]:

@@ -1,0 +1,71 @@
+"""Renderer details that the golden files alone would not explain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from components import renderers
+from components.spec import ServiceSpec
+
+from .helpers import parse_env_file
+
+
+def service(**build: Any) -> ServiceSpec:
+    return ServiceSpec.model_validate({"name": "svc", "build": {"command": ["/bin/true"], **build}})
+
+
+def exec_start(svc: ServiceSpec) -> str:
+    unit = renderers.render_systemd_unit(svc)
+    return next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+
+
+def test_exec_start_escapes_systemd_specifiers_and_variables() -> None:
+    """systemd expands `%x` specifiers and `$VAR` in ExecStart= even inside quotes
+    (`%%` and `$$` are the literal forms), while Docker's exec-form CMD passes the
+    arguments verbatim. The same command must reach the process unchanged in both."""
+    svc = service(command=["/bin/sh", "-c", "date +%s > /tmp/t; echo $HOME $$"])
+    line = exec_start(svc)
+    assert "+%%s" in line, line
+    assert "$$HOME" in line and "$$$$" in line, line
+
+
+def test_env_file_round_trips_quotes_and_backslashes() -> None:
+    env = {"A": 'say "hi"', "B": "back\\slash", "C": "", "D": "x=y; z"}
+    svc = service(environment=env)
+    text = renderers.render_env_file(svc, {})
+    assert parse_env_file(text) == env
+    assert text.splitlines() == [
+        f"{k}={renderers._systemd_quote(v)}" for k, v in sorted(env.items())
+    ]
+
+
+def test_secrets_follow_plain_variables_in_both_renderings() -> None:
+    svc = service(environment={"Z": "1"}, secrets={"A_SECRET": "key"})
+    values = renderers.secret_placeholders(svc)
+    assert values == {"A_SECRET": "[secret:key]"}
+    assert renderers.env_pairs(svc, values) == [("Z", "1"), ("A_SECRET", "[secret:key]")]
+
+
+def test_health_probe_is_the_vm_health_script() -> None:
+    svc = ServiceSpec.model_validate(
+        {
+            "name": "svc",
+            "build": {"command": ["/bin/true"]},
+            "ports": [{"name": "http", "port": 8080}],
+            "healthCheck": {"http": {"path": "/ok", "port": "http"}, "timeoutS": 2},
+        }
+    )
+    probe = renderers.health_probe(svc)
+    assert probe is not None
+    assert probe[:3] == ["CMD", "/bin/bash", "-c"]
+    assert probe[3] == renderers.health_script(svc)
+    assert "/dev/tcp/127.0.0.1/8080" in probe[3] and "GET /ok " in probe[3]
+    ud = renderers.render_cloud_init(svc, hostname="h", secret_values={})
+    assert probe[3] in ud
+
+
+def test_context_digest_changes_with_content() -> None:
+    a = renderers.render_build_context(service())
+    b = renderers.render_build_context(service(packages=["curl"]))
+    assert renderers.context_digest(a) != renderers.context_digest(b)
+    assert renderers.context_digest(a) == renderers.context_digest(dict(reversed(a.items())))
