@@ -1,0 +1,118 @@
+"""Helpers shared by the rule modules.
+
+Rules receive ``args.props`` as pulumi-policy's unknown-checking proxy: reading a value
+that is unknown during preview raises ``UnknownValueError``, which the SDK turns into an
+advisory "can't run policy ... during preview" diagnostic, exactly as under the engine.
+So rules read only the properties they need, and never catch that error.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+# Provider type tokens (docs/plan-format.md).
+DOCKER_CONTAINER = "docker:index/container:Container"
+DOCKER_IMAGE = "docker:index/image:Image"
+DOCKER_REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
+DOCKER_VOLUME = "docker:index/volume:Volume"
+DOCKER_NETWORK = "docker:index/network:Network"
+LIBVIRT_DOMAIN = "libvirt:index/domain:Domain"
+LIBVIRT_NETWORK = "libvirt:index/network:Network"
+LIBVIRT_POOL = "libvirt:index/pool:Pool"
+LIBVIRT_VOLUME = "libvirt:index/volume:Volume"
+LIBVIRT_CLOUD_INIT = "libvirt:index/cloudInitDisk:CloudInitDisk"
+
+# Host paths whose exposure to a workload compromises the host (CIS Docker 5.5).
+SENSITIVE_HOST_PATHS = ["/", "/boot", "/dev", "/etc", "/lib", "/proc", "/sys", "/usr"]
+
+Report = Callable[..., None]
+Validate = Callable[[Any, Report], None]
+
+
+def for_types(*types: str) -> Callable[[Validate], Validate]:
+    """Run a validation only for resources of the given type tokens."""
+
+    def wrap(fn: Validate) -> Validate:
+        def validate(args: Any, report: Report) -> None:
+            if args.resource_type in types:
+                fn(args, report)
+
+        validate.__name__ = fn.__name__
+        validate.__doc__ = fn.__doc__
+        validate.__wrapped__ = fn  # type: ignore[attr-defined]
+        return validate
+
+    return wrap
+
+
+def config(args: Any, key: str, default: Any) -> Any:
+    """A policy config value (the engine fills in schema defaults; this covers direct calls)."""
+    value = args.get_config().get(key)
+    return default if value is None else value
+
+
+def is_loopback(address: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``; False for wildcards and anything else."""
+    address = address.strip().strip("[]")
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.split("/")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def normpath(path: str) -> str:
+    """Absolute, normalised POSIX path (``//etc/./x/..`` -> ``/etc``)."""
+    return posixpath.normpath("/" + path.strip().lstrip("/"))
+
+
+def under(path: str, prefixes: Iterable[str]) -> str | None:
+    """The first prefix that ``path`` equals or lies under (``/`` only matches itself)."""
+    path = normpath(path)
+    for prefix in prefixes:
+        prefix = normpath(prefix)
+        if prefix == "/":
+            if path == "/":
+                return prefix
+            continue
+        if path == prefix or path.startswith(prefix + "/"):
+            return prefix
+    return None
+
+
+def docker_labels(props: Mapping[str, Any]) -> dict[str, str]:
+    """Docker ``labels`` (a list of ``{label, value}``) as a dict."""
+    out: dict[str, str] = {}
+    for item in props.get("labels") or []:
+        key = item.get("label")
+        if isinstance(key, str):
+            out[key] = str(item.get("value", ""))
+    return out
+
+
+def truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "yes", "1", "on")
+    return bool(value)
+
+
+def as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, (str | bytes, Mapping)):
+        return [value]
+    return list(value)
+
+
+def num(value: Any) -> float | None:
+    """A number from a wire value (numbers arrive as floats, some as strings: cpus="0.5")."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        return None

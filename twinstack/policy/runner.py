@@ -1,0 +1,281 @@
+"""Feed a recorded plan to policy packs through the analyzer protocol.
+
+The order of calls is the engine's during ``pulumi preview --policy-pack``: for every
+resource registration, ``Remediate`` then ``Analyze`` (on the remediated inputs), and once
+all resources are known, ``AnalyzeStack``. Diagnostics are attributed as the engine does:
+``Analyze`` results to the analyzed resource, ``AnalyzeStack`` results to the URN the pack
+named if it is in the stack, else to the root stack.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from twinstack.errors import TwinstackError
+from twinstack.policy import config as cfg
+from twinstack.policy.host import (
+    DEFAULT_CALL_TIMEOUT,
+    DEFAULT_STARTUP_TIMEOUT,
+    AnalyzerProcess,
+    StackContext,
+)
+from twinstack.policy.report import PackResult, PolicyRemediation, PolicyReport, PolicyViolation
+from twinstack.policy.wire import analyze_request, analyzer_resource, struct_to_python
+
+_SEVERITY = {0: "", 1: "low", 2: "medium", 3: "high", 4: "critical"}
+
+
+class PlanFormatError(TwinstackError):
+    """The plan document does not follow docs/plan-format.md."""
+
+
+def check_plan(plan: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Validate the parts of a plan document the harness relies on; return its resources."""
+    if not isinstance(plan, Mapping):
+        raise PlanFormatError("plan: expected a JSON object (see docs/plan-format.md)")
+    resources = plan.get("resources")
+    if not isinstance(resources, list):
+        raise PlanFormatError("plan: 'resources' must be a list (see docs/plan-format.md)")
+    out: list[dict[str, Any]] = []
+    for i, res in enumerate(resources):
+        if not isinstance(res, Mapping):
+            raise PlanFormatError(f"plan: resources[{i}] must be an object")
+        for key in ("urn", "type", "name"):
+            if not isinstance(res.get(key), str) or not res.get(key):
+                raise PlanFormatError(f"plan: resources[{i}].{key} must be a non-empty string")
+        if not isinstance(res.get("inputs", {}), Mapping):
+            raise PlanFormatError(f"plan: resources[{i}].inputs must be an object")
+        out.append(dict(res))
+    return out
+
+
+def root_stack_urn(plan: Mapping[str, Any]) -> str:
+    stack = str(plan.get("stack", "dev"))
+    project = str(plan.get("project", "twinstack"))
+    return f"urn:pulumi:{stack}::{project}::pulumi:pulumi:Stack::{project}-{stack}"
+
+
+def stack_config(plan: Mapping[str, Any], root: Path | None) -> dict[str, str]:
+    """The stack file's ``config:`` block as the engine passes it (``PULUMI_CONFIG``).
+
+    Values are strings; structured values are JSON-encoded, as the CLI does.
+    """
+    stack_file = plan.get("stackFile")
+    if not isinstance(stack_file, str) or not stack_file:
+        return {}
+    path = Path(stack_file)
+    if not path.is_absolute() and root is not None:
+        path = root / path
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    config = doc.get("config") if isinstance(doc, dict) else None
+    if not isinstance(config, dict):
+        return {}
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and "secure" in value:
+            continue  # encrypted values cannot be decrypted offline
+        out[str(key)] = value if isinstance(value, str) else json.dumps(value)
+    return out
+
+
+def _pack_path(pack_dir: Path, root: Path | None) -> str:
+    pack_dir = pack_dir.resolve()
+    if root is not None:
+        try:
+            return str(pack_dir.relative_to(root.resolve()))
+        except ValueError:
+            pass
+    return str(pack_dir)
+
+
+def _run_one(
+    plan: Mapping[str, Any],
+    resources: list[dict[str, Any]],
+    pack_dir: Path,
+    config: Mapping[str, Any] | None,
+    *,
+    root: Path | None,
+    startup_timeout: float,
+    call_timeout: float,
+    config_source: str,
+) -> tuple[PackResult, set[str]]:
+    context = StackContext(
+        project=str(plan.get("project", "twinstack")),
+        stack=str(plan.get("stack", "dev")),
+        dry_run=True,
+        config=stack_config(plan, root),
+    )
+    root_urn = root_stack_urn(plan)
+    with AnalyzerProcess(
+        pack_dir, context, startup_timeout=startup_timeout, call_timeout=call_timeout
+    ) as proc:
+        proc.handshake()
+        proc.configure_stack()
+        info = proc.get_analyzer_info()
+        entries = cfg.reconcile(info, config, config_source)
+        proc.configure(cfg.to_proto(entries))
+        proc.get_plugin_info()
+        version = proc.project.version or info.version
+        result = PackResult(
+            name=info.name,
+            version=version,
+            path=_pack_path(pack_dir, root),
+            levels={k: v.enforcement_level or "advisory" for k, v in entries.items()},
+        )
+        known_policies = {p.name for p in info.policies}
+
+        def violation(diag: Any, urn: str, stack_policy: bool) -> PolicyViolation:
+            level = cfg.level_name(diag.enforcementLevel)
+            if level == "remediate":
+                level = "mandatory"  # a remediation that still violates is mandatory
+            return PolicyViolation(
+                pack=diag.policyPackName or info.name,
+                pack_version=version,
+                policy=diag.policyName,
+                level=level,
+                description=diag.description,
+                message=diag.message,
+                urn=urn,
+                stack_policy=stack_policy,
+                severity=_SEVERITY.get(int(diag.severity), ""),
+            )
+
+        by_urn = {r["urn"]: r for r in resources}
+        final: list[dict[str, Any]] = []
+        for res in resources:
+            request = analyze_request(res, by_urn)
+            remediated = proc.remediate(request)
+            for rem in remediated.remediations:
+                if rem.diagnostic:
+                    result.violations.append(
+                        PolicyViolation(
+                            pack=rem.policyPackName or info.name,
+                            pack_version=version,
+                            policy=rem.policyName,
+                            level="advisory",
+                            description=rem.description,
+                            message=rem.diagnostic,
+                            urn=res["urn"],
+                        )
+                    )
+                    continue
+                after = struct_to_python(rem.properties)
+                result.remediations.append(
+                    PolicyRemediation(
+                        pack=rem.policyPackName or info.name,
+                        pack_version=version,
+                        policy=rem.policyName,
+                        description=rem.description,
+                        urn=res["urn"],
+                        before=dict(res.get("inputs") or {}),
+                        after=after,
+                    )
+                )
+                res = {**res, "inputs": after}
+                request = analyze_request(res, by_urn)
+            final.append(res)
+            response = proc.analyze(request)
+            for diag in response.diagnostics:
+                result.violations.append(violation(diag, res["urn"], False))
+            for na in response.not_applicable:
+                result.not_applicable.append((na.policy_name, na.reason))
+        final_by_urn = {r["urn"]: r for r in final}
+        stack_response = proc.analyze_stack([analyzer_resource(r, final_by_urn) for r in final])
+        for diag in stack_response.diagnostics:
+            urn = diag.urn if diag.urn in final_by_urn else root_urn
+            result.violations.append(violation(diag, urn, True))
+        proc.cancel()
+    return result, known_policies
+
+
+def run_packs(
+    plan: Mapping[str, Any],
+    pack_dirs: Sequence[Path],
+    config: Mapping[str, Any] | None = None,
+    *,
+    root: Path | None = None,
+    startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+    call_timeout: float = DEFAULT_CALL_TIMEOUT,
+    config_source: str = "policy config",
+    parallel: bool = True,
+    strict_config: bool = True,
+) -> PolicyReport:
+    """Run every pack in ``pack_dirs`` over ``plan``; one report for the plan.
+
+    With ``strict_config`` a config key that names no policy of any of the packs is an error
+    (a typo would otherwise silently leave a policy at its default level).
+    """
+    resources = check_plan(plan)
+    if not pack_dirs:
+        raise TwinstackError("no policy packs to run (no --pack given and none under policies/)")
+    cfg.parse_config(config, config_source)  # fail fast on malformed levels
+
+    def run(pack_dir: Path) -> tuple[PackResult, set[str]]:
+        return _run_one(
+            plan,
+            resources,
+            pack_dir,
+            config,
+            root=root,
+            startup_timeout=startup_timeout,
+            call_timeout=call_timeout,
+            config_source=config_source,
+        )
+
+    if parallel and len(pack_dirs) > 1:
+        with ThreadPoolExecutor(max_workers=len(pack_dirs)) as pool:
+            outcomes = list(pool.map(run, pack_dirs))
+    else:
+        outcomes = [run(d) for d in pack_dirs]
+
+    known: set[str] = {"all"}
+    for _, names in outcomes:
+        known |= names
+    unknown = sorted(set(config or {}) - known - {"environments"})
+    if unknown and strict_config:
+        raise cfg.PolicyConfigError(
+            f"{config_source}: no pack has a policy named "
+            f"{', '.join(repr(u) for u in unknown)} (known: {', '.join(sorted(known - {'all'}))})"
+        )
+    return PolicyReport(
+        stack=str(plan.get("stack", "")),
+        runtime=str(plan.get("runtime", "")),
+        resources=len(resources),
+        packs=[r for r, _ in outcomes],
+    )
+
+
+def run_policy(
+    plan: Mapping[str, Any],
+    pack_dir: Path,
+    config: Mapping[str, Any] | None = None,
+    *,
+    root: Path | None = None,
+    startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+    call_timeout: float = DEFAULT_CALL_TIMEOUT,
+) -> PolicyReport:
+    """Run one policy pack over a recorded plan, through the analyzer protocol.
+
+    ``config`` has the shape of ``pulumi preview --policy-pack-config``'s file. Raises
+    :class:`~twinstack.errors.TwinstackError` (never passes silently) if the pack cannot be
+    started, crashes, hangs past the timeouts, or the config does not match its schema.
+    """
+    return run_packs(
+        plan,
+        [pack_dir],
+        config,
+        root=root,
+        startup_timeout=startup_timeout,
+        call_timeout=call_timeout,
+        parallel=False,
+        strict_config=False,
+    )
