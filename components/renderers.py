@@ -225,15 +225,15 @@ def render_ready_script(svc: ServiceSpec) -> str:
             "#!/bin/bash",
             f"# readiness of {svc.name}: at most {attempts} probes, {interval}s apart",
             "mkdir -p /run/twinstack",
-            "say() { echo \"$*\" | tee /run/twinstack/status >/dev/ttyS0 2>/dev/null || true; }",
+            'say() { echo "$*" | tee /run/twinstack/status >/dev/ttyS0 2>/dev/null || true; }',
             f"if ! systemctl is-enabled --quiet {svc.name}.service; then",
             f"  say '{UNHEALTHY_MARKER} {svc.name} unit: not enabled'; exit 1",
             "fi",
             f"for i in $(seq 1 {attempts}); do",
             f"  if out=$({check} 2>&1); then say '{READY_MARKER} {svc.name}'; exit 0; fi",
             f"  if systemctl is-failed --quiet {svc.name}.service; then",
-            f"    say \"{UNHEALTHY_MARKER} {svc.name} start: "
-            f"$(systemctl show -p Result --value {svc.name}.service)\"; exit 1",
+            f'    say "{UNHEALTHY_MARKER} {svc.name} start: '
+            f'$(systemctl show -p Result --value {svc.name}.service)"; exit 1',
             "  fi",
             f"  sleep {interval}",
             "done",

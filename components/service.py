@@ -138,7 +138,9 @@ class ContainerRealization(Realization):
                 start_period=f"{hc.start_period_s}s",
             )
         plain = [f"{k}={v}" for k, v in sorted(svc.environment.items())]
-        secret_envs = self.secret_env().apply(lambda vals: [f"{k}={vals[k]}" for k in sorted(vals)])
+        secret_envs: pulumi.Output[Any] = self.secret_env().apply(
+            lambda vals: [f"{k}={vals[k]}" for k in sorted(vals)]
+        )
         envs: pulumi.Input[list[str]] = (
             pulumi.Output.all(plain, pulumi.Output.secret(secret_envs)).apply(
                 lambda parts: [*parts[0], *parts[1]]
@@ -170,7 +172,9 @@ class ContainerRealization(Realization):
                     ),
                 )
                 mounts.append(
-                    docker.ContainerMountArgs(target=vol.mount_path, type="volume", source=volume.name)
+                    docker.ContainerMountArgs(
+                        target=vol.mount_path, type="volume", source=volume.name
+                    )
                 )
             advanced = [
                 docker.ContainerNetworksAdvancedArgs(
@@ -257,7 +261,10 @@ class ContainerRealization(Realization):
         svc, ctx = self.svc, self.ctx
         if svc.image is not None:
             remote = docker.RemoteImage(
-                f"{self.resource_name}-image", name=svc.image.container, keep_locally=True, opts=child
+                f"{self.resource_name}-image",
+                name=svc.image.container,
+                keep_locally=True,
+                opts=child,
             )
             return remote.name
         files = renderers.render_build_context(svc)

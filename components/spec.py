@@ -228,8 +228,8 @@ class BuildSpec(Model):
     vm_image: VmImage | None = Field(
         None, description="VM base disk; default the stack's `vmImage`."
     )
-    packages: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]*(=[\w.:~+-]+)?$")]] = (
-        Field(default_factory=list, description="Debian packages to install.")
+    packages: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]*(=[\w.:~+-]+)?$")]] = Field(
+        default_factory=list, description="Debian packages to install."
     )
     files: list[FileSpec] = Field(default_factory=list, description="Files to write.")
     command: list[str] = Field(min_length=1, description="The service's command (exec form).")
@@ -337,12 +337,16 @@ class ServiceSpec(Model):
             vols.add(v.name)
             paths.add(v.mount_path)
         hc = self.health_check
-        if hc is not None and hc.http is not None and isinstance(hc.http.port, str):
-            if hc.http.port not in seen:
-                raise ValueError(
-                    f"healthCheck.http.port {hc.http.port!r} is not a declared port; "
-                    f"declared: {sorted(seen) or 'none'}"
-                )
+        if (
+            hc is not None
+            and hc.http is not None
+            and isinstance(hc.http.port, str)
+            and hc.http.port not in seen
+        ):
+            raise ValueError(
+                f"healthCheck.http.port {hc.http.port!r} is not a declared port; "
+                f"declared: {sorted(seen) or 'none'}"
+            )
         return self
 
     @property
@@ -814,9 +818,7 @@ def json_schema() -> dict[str, Any]:
     """JSON Schema of a stack file (``Pulumi.<stack>.yaml``), for editors."""
     spec_schema = StackSpec.model_json_schema(by_alias=True)
     defs = spec_schema.pop("$defs", {})
-    props = {
-        config_key(name): prop for name, prop in spec_schema.get("properties", {}).items()
-    }
+    props = {config_key(name): prop for name, prop in spec_schema.get("properties", {}).items()}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "twinstack stack file (Pulumi.<stack>.yaml)",

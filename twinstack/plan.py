@@ -81,7 +81,9 @@ class _Mocks(pmocks.Mocks):
             return f"{state.get('pool')}/{state.get('name', args.name)}", state
         return f"{args.name}-id", state
 
-    def call(self, args: pmocks.MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
+    def call(
+        self, args: pmocks.MockCallArgs
+    ) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
         return {}, None
 
 
@@ -99,10 +101,12 @@ class RecordingMonitor(pmocks.MockMonitor):
         qualified = type_
         if parent and parent != self.stack_urn:
             qualified = parent.split("::")[2] + "$" + type_
-        return "urn:pulumi:" + "::".join([pulumi.get_stack(), pulumi.get_project(), qualified, name])
+        return "urn:pulumi:" + "::".join(
+            [pulumi.get_stack(), pulumi.get_project(), qualified, name]
+        )
 
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
-        response = super().RegisterResource(request)
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         if request.type == "pulumi:pulumi:Stack":
             self.stack_urn = response.urn
             return response
@@ -125,13 +129,15 @@ class RecordingMonitor(pmocks.MockMonitor):
         )
         return response
 
-    def RegisterResourceOutputs(self, request: Any) -> Any:  # noqa: N802
+    def RegisterResourceOutputs(self, request: Any) -> Any:
         if request.urn == self.stack_urn:
             self.stack_outputs = _plain(json_format.MessageToDict(request.outputs))
-        return super().RegisterResourceOutputs(request)
+        return super().RegisterResourceOutputs(request)  # type: ignore[no-untyped-call]
 
 
-def _mock_config(config: Mapping[str, Any], runtime: str | None) -> tuple[dict[str, str], list[str]]:
+def _mock_config(
+    config: Mapping[str, Any], runtime: str | None
+) -> tuple[dict[str, str], list[str]]:
     """Stack-file config as the engine passes it: strings, JSON for objects; secrets as
     ``[secret:<key>]`` placeholders (the offline plan never decrypts)."""
     out: dict[str, str] = {}
@@ -186,12 +192,14 @@ def run_program(
     def _go() -> None:
         # a fresh root per run: set_mocks only creates one when none is set
         psettings.set_root_resource(None)  # type: ignore[arg-type]
-        pmocks.set_mocks(
-            _Mocks(), project=PROJECT, stack=stack, preview=preview, monitor=monitor
-        )
+        pmocks.set_mocks(_Mocks(), project=PROJECT, stack=stack, preview=preview, monitor=monitor)
         psettings.set_root_resource(None)  # type: ignore[arg-type]
         set_all_config(config, secret_keys)
-        _sync_await(pstack.run_in_stack(lambda: runpy.run_path(str(main), run_name="__main__")))
+
+        def program() -> None:
+            runpy.run_path(str(main), run_name="__main__")
+
+        _sync_await(pstack.run_in_stack(program))
 
     # Source positions only matter to the engine's diagnostics; computing them walks the
     # whole Python stack per resource and is most of the cost of a large offline plan.
