@@ -27,7 +27,7 @@ from pulumi.runtime import resource as presource
 from pulumi.runtime import settings as psettings
 from pulumi.runtime import stack as pstack
 from pulumi.runtime.config import set_all_config
-from pulumi.runtime.proto import source_pb2
+from pulumi.runtime.proto import resource_pb2, source_pb2
 from pulumi.runtime.sync_await import _sync_await
 
 from components.spec import PROJECT, RUNTIMES, read_stack_file
@@ -71,15 +71,18 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _mock_id(typ: str, name: str, inputs: Mapping[str, Any]) -> str:
+    """Stable, readable ids; libvirt volume ids are their pool paths, as for real."""
+    if typ == "libvirt:index/volume:Volume" and "pool" in inputs:
+        return f"{inputs['pool']}/{inputs.get('name', name)}"
+    return f"{name}-id"
+
+
 class _Mocks(pmocks.Mocks):
-    """Resources echo their inputs as state; ids are stable and readable."""
+    """Resources echo their inputs as state (see ``RecordingMonitor.RegisterResource``)."""
 
     def new_resource(self, args: pmocks.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
-        state = dict(args.inputs)
-        if args.typ.startswith("libvirt:index/volume:Volume") and "pool" in state:
-            # libvirt volume ids are their paths; keep them recognisable
-            return f"{state.get('pool')}/{state.get('name', args.name)}", state
-        return f"{args.name}-id", state
+        return _mock_id(args.typ, args.name, args.inputs), dict(args.inputs)
 
     def call(
         self, args: pmocks.MockCallArgs
@@ -106,20 +109,27 @@ class RecordingMonitor(pmocks.MockMonitor):
         )
 
     def RegisterResource(self, request: Any) -> Any:
-        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
+        """Record the request and answer as ``_Mocks.new_resource`` would (state = inputs).
+
+        Echoing the request's own wire struct back as the state is what the base class
+        does after a deserialize/serialize round trip; doing it directly keeps a
+        thousand-service plan within seconds.
+        """
+        urn = self.make_urn(request.parent, request.type, request.name)
         if request.type == "pulumi:pulumi:Stack":
-            self.stack_urn = response.urn
-            return response
+            self.stack_urn = urn
+            return resource_pb2.RegisterResourceResponse(urn=urn)
         inputs = _plain(json_format.MessageToDict(request.object))
-        provider = request.provider or None
+        id_ = _mock_id(request.type, request.name, inputs) if request.custom else ""
+        self.resources[urn] = pmocks.MockMonitor.ResourceRegistration(urn, id_, inputs)
         self.records.append(
             {
-                "urn": response.urn,
+                "urn": urn,
                 "type": request.type,
                 "name": request.name,
                 "custom": bool(request.custom),
                 "parent": request.parent if request.parent != self.stack_urn else None,
-                "provider": provider,
+                "provider": request.provider or None,
                 "protect": bool(request.protect),
                 "deleteBeforeReplace": bool(request.deleteBeforeReplace),
                 "dependencies": sorted(set(request.dependencies)),
@@ -127,7 +137,7 @@ class RecordingMonitor(pmocks.MockMonitor):
                 "inputs": inputs,
             }
         )
-        return response
+        return resource_pb2.RegisterResourceResponse(urn=urn, id=id_, object=request.object)
 
     def RegisterResourceOutputs(self, request: Any) -> Any:
         if request.urn == self.stack_urn:
@@ -208,7 +218,7 @@ def run_program(
     # A plan allocates millions of short-lived futures; the default GC thresholds make
     # collections grow with the heap (quadratic in services). Collect rarely while planning.
     thresholds = gc.get_threshold()
-    gc.set_threshold(200_000, 50, 1000)
+    gc.set_threshold(1_000_000, 1000, 1000)
     loop = asyncio.new_event_loop()
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=1))
     previous = None

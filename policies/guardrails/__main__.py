@@ -1,4 +1,5 @@
-"""Policy pack twinstack-guardrails: limits, VM/container parity, delete-before-replace."""
+"""Policy pack twinstack-guardrails: limits, VM/container parity, delete-before-replace,
+budget."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pulumi_policy import EnforcementLevel, PolicyPack
-from twinstack_rules import guardrails
+from twinstack_rules import budget, guardrails
 
 PolicyPack(
     name="twinstack-guardrails",
     description=(
-        "Stack guardrails: limits within bounds, VM/container parity, delete-before-replace."
+        "Stack guardrails: limits within bounds, VM/container parity, delete-before-replace, "
+        "budget."
     ),
     enforcement_level=EnforcementLevel.MANDATORY,
-    policies=list(guardrails.POLICIES),
+    policies=[*guardrails.POLICIES, *budget.POLICIES],
 )

@@ -25,7 +25,7 @@ def test_within_budget(ctr_export: Any, cost_spec: CostSpec) -> None:
 def test_over_budget_message(vm_export: Any, cost_spec: CostSpec) -> None:
     config = BudgetConfig(cost=cost_spec, max_monthly_cost=100.0)
     [msg] = check_budget(resources(vm_export), config)
-    assert msg.startswith("the stack costs EUR 13")
+    assert msg.startswith("Monthly cost over budget by EUR 34.41 (+34.4%): the stack costs EUR 13")
     assert "above twinstack:cost.budget.maxMonthlyCost EUR 100.00" in msg
     assert "1 x small hosts" in msg
 
@@ -33,7 +33,8 @@ def test_over_budget_message(vm_export: Any, cost_spec: CostSpec) -> None:
 def test_density_ratio(vm_export: Any, cost_spec: CostSpec) -> None:
     msgs = check_budget(resources(vm_export), BudgetConfig.from_cost(cost_spec))
     # web and worker (0.5 vCPU as containers, 1 vCPU as VMs) fall below 0.5; api does not
-    assert [m.split(":")[0] for m in msgs] == ["service 'web'", "service 'worker'"]
+    assert [m.split(": ")[1] for m in msgs] == ["service 'web'", "service 'worker'"]
+    assert msgs[0].startswith("Density ratio below the minimum by 0.04: ")
     assert "density ratio 0.46 is below twinstack:cost.budget.minDensityRatio 0.50" in msgs[0]
     assert "(binding: cpu)" in msgs[0]
 

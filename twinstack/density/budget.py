@@ -37,6 +37,10 @@ class BudgetConfig:
     max_monthly_cost: float | None = None
     min_density_ratio: float | None = None
     calibration: Calibration | None = None
+    cost_limit_name: str = "twinstack:cost.budget.maxMonthlyCost"
+    """How messages name the cost limit (a policy names its own config key)."""
+    ratio_limit_name: str = "twinstack:cost.budget.minDensityRatio"
+    """How messages name the density-ratio limit."""
 
     @classmethod
     def from_cost(
@@ -71,21 +75,23 @@ def check_budget(resources: Sequence[Mapping[str, Any]], config: BudgetConfig) -
     for svc in side.unplaced:
         prof = side.services[svc].profile
         out.append(
-            f"service {svc!r}: an instance does not fit on an empty {prof!r} host, so the "
+            f"Cost cannot be bounded: service {svc!r}: an instance does not fit on an empty {prof!r} host, so the "
             "stack's cost cannot be bounded; shrink the instance or map its host to a bigger "
-            "profile in twinstack:cost.hostProfile"
+            "profile in twinstack:cost.hostProfile."
         )
     limit = config.max_monthly_cost
     total = side.cost.total
     if limit is not None and total > limit + 0.005:
         hosts = ", ".join(f"{len(p.hosts)} x {n}" for n, p in side.placements.items())
         c = side.cost
+        pct = f" (+{(total - limit) / limit:.1%})" if limit > 0 else ""
         out.append(
+            f"Monthly cost over budget by {cur} {total - limit:,.2f}{pct}: "
             f"the stack costs {cur} {total:,.2f}/month as deployed ({hosts} hosts "
             f"{cur} {c.hosts:,.2f}, power {c.power:,.2f}, rates {c.rates:,.2f}, "
-            f"licences {c.licences:,.2f}), above twinstack:cost.budget.maxMonthlyCost "
+            f"licences {c.licences:,.2f}), above {config.cost_limit_name} "
             f"{cur} {limit:,.2f}; reduce replicas or instance sizes, run services as "
-            "containers, or raise the budget"
+            "containers, or raise the budget."
         )
     ratio_min = config.min_density_ratio
     if ratio_min is not None:
@@ -99,11 +105,12 @@ def check_budget(resources: Sequence[Mapping[str, Any]], config: BudgetConfig) -
             ratio = vm_fit[0] / ctr_fit[0]
             if ratio < ratio_min - 1e-9:
                 out.append(
+                    f"Density ratio below the minimum by {ratio_min - ratio:.2f}: "
                     f"service {svc!r}: {vm_fit[0]} VMs fit on a {profile.name!r} host "
                     f"(binding: {vm_fit[1]}) but {ctr_fit[0]} as containers (binding: "
                     f"{ctr_fit[1]}): density ratio {ratio:.2f} is below "
-                    f"twinstack:cost.budget.minDensityRatio {ratio_min:.2f}; shrink its "
-                    "memory/vCPUs, run it as a container, or lower the limit"
+                    f"{config.ratio_limit_name} {ratio_min:.2f}; shrink its "
+                    "memory/vCPUs, run it as a container, or lower the limit."
                 )
     return out
 
