@@ -254,6 +254,12 @@ def plan_stack(
     path = stack_file or root / "stacks" / f"Pulumi.{stack}.yaml"
     if runtime is not None and runtime not in RUNTIMES:
         raise SpecError(f"--runtime: {runtime!r} is not allowed; allowed: {', '.join(RUNTIMES)}")
+    if stack_file is None and not path.is_file():
+        known = ", ".join(stack_names(root)) or "none"
+        raise SpecError(
+            f"{path}: no such stack file; stacks in {root / 'stacks'}: {known} "
+            f"(create one with `pulumi stack init {stack}` and a config block)"
+        )
     raw = read_stack_file(path)
     config, secret_keys = _mock_config(raw, runtime)
     try:
