@@ -118,6 +118,9 @@ app.command("diff")(diff_command)
 from twinstack.policy.cli import policy_command  # noqa: E402 (issue 3: policy)
 
 app.command("policy")(policy_command)
+from twinstack.images.cli import app as images_app  # noqa: E402 (issue 5: images)
+
+app.add_typer(images_app, name="images")
 
 
 def main() -> None:

@@ -1,0 +1,5 @@
+from __future__ import annotations
+
+from twinstack.images.cli import main
+
+main()
