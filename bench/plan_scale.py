@@ -53,8 +53,9 @@ def generate(n: int) -> dict[str, object]:
             },
             "twinstack:vmImage": {"source": "/var/lib/twinstack/images/base.qcow2"},
             "twinstack:networks": nets,
-            "twinstack:storage": [{"name": "data", "path": "/var/lib/twinstack/pools/bench",
-                                   "capacityGib": 1_000_000}],
+            "twinstack:storage": [
+                {"name": "data", "path": "/var/lib/twinstack/pools/bench", "capacityGib": 1_000_000}
+            ],
             "twinstack:services": services,
         }
     }
@@ -70,8 +71,12 @@ def one(n: int) -> dict[str, float]:
         doc = plan_stack("bench", root=ROOT, stack_file=stack_file)
         wall = time.perf_counter() - t0
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"services": n, "resources": len(doc["resources"]), "wall_s": wall,
-            "peak_rss_mib": peak_kib / 1024}
+    return {
+        "services": n,
+        "resources": len(doc["resources"]),
+        "wall_s": wall,
+        "peak_rss_mib": peak_kib / 1024,
+    }
 
 
 def main() -> None:
@@ -83,10 +88,15 @@ def main() -> None:
     for n in sizes:
         out = subprocess.run(
             [sys.executable, __file__, "--one", str(n)],
-            check=True, capture_output=True, text=True, cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
         )
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{r['services']:>9} {r['resources']:>10} {r['wall_s']:>8.2f} {r['peak_rss_mib']:>13.0f}")
+        print(
+            f"{r['services']:>9} {r['resources']:>10} {r['wall_s']:>8.2f} {r['peak_rss_mib']:>13.0f}"
+        )
 
 
 if __name__ == "__main__":

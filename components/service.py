@@ -296,7 +296,15 @@ def _cpus(vcpus: float) -> str:
 
 
 def _write_context(directory: Path, files: Mapping[str, str]) -> None:
-    """Write the rendered build context, touching only files whose content changed."""
+    """Write the rendered build context exactly: files whose content changed are rewritten,
+    files the spec no longer renders are removed (a stale file would enter the image)."""
+    if directory.is_dir():
+        for path in sorted(directory.rglob("*"), reverse=True):
+            rel = path.relative_to(directory).as_posix()
+            if path.is_file() and rel not in files:
+                path.unlink()
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
     for rel, content in files.items():
         path = directory / rel
         try:

@@ -125,6 +125,7 @@ class RecordingMonitor(pmocks.MockMonitor):
         self.records.append(
             {
                 "urn": urn,
+                "id": id_ or None,
                 "type": request.type,
                 "name": request.name,
                 "custom": bool(request.custom),

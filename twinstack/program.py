@@ -18,7 +18,6 @@ from components.spec import PROJECT, StackSpec, spec_from_config
 from components.stack import build_stack
 from twinstack.errors import TwinstackError
 
-
 STACK_FILE_ENV = "TWINSTACK_STACK_FILE"
 """Set by ``twinstack plan`` when it plans a stack file outside ``stacks/``."""
 

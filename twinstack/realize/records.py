@@ -50,17 +50,6 @@ class Record:
     inputs: dict[str, Any]
     urn: str
 
-    @property
-    def mock_id(self) -> str:
-        """The id the offline plan's mocks gave this resource (see twinstack/plan.py).
-
-        libvirt volumes are ``<pool>/<name>`` (the provider's ids are volume keys, i.e.
-        paths); everything else is ``<logical name>-id``.
-        """
-        if self.type == LIBVIRT_VOLUME and "pool" in self.inputs:
-            return f"{self.inputs['pool']}/{self.inputs.get('name', self.name)}"
-        return f"{self.name}-id"
-
     def digest(self) -> str:
         """Hash of the inputs: a changed input means replace (the harness's diff)."""
         blob = json.dumps(self.inputs, sort_keys=True).encode()
@@ -90,7 +79,8 @@ class Plan:
         for raw, rec in zip(
             (r for r in doc["resources"] if r.get("custom")), self.records, strict=True
         ):
-            self._ids[str(raw.get("id") or rec.mock_id)] = rec
+            if raw.get("id"):  # plans record the mocks' ids; exports the real ones
+                self._ids[str(raw["id"])] = rec
 
     def of_type(self, token: str) -> Iterator[Record]:
         return (r for r in self.records if r.type == token)
