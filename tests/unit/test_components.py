@@ -653,3 +653,34 @@ def test_endpoints_without_networks(project: Path) -> None:
     doc = plan_stack("solo", root=project)
     (ct,) = doc["outputs"]["services"]["solo"]["instances"]
     assert ct["endpoints"] == {"http": "tcp://127.0.0.1:18080"}
+
+
+def test_build_context_holds_exactly_the_rendered_files(project: Path) -> None:
+    """A file dropped from the spec leaves the build context (else it enters the image)."""
+    cfg: dict[str, Any] = {
+        "twinstack:runtime": "container",
+        "twinstack:services": [
+            {
+                "name": "web",
+                "build": {
+                    "base": "debian:bookworm-20251117-slim",
+                    "command": ["/usr/bin/web"],
+                    "files": [
+                        {"path": "/srv/a.txt", "content": "a\n"},
+                        {"path": "/srv/sub/b.txt", "content": "b\n"},
+                    ],
+                },
+            }
+        ],
+    }
+    write_stack(project, "ctx", cfg)
+    plan_stack("ctx", root=project)
+    context = project / ".twinstack" / "build" / "ctx" / "web"
+    assert (context / "rootfs/srv/sub/b.txt").read_text() == "b\n"
+    cfg["twinstack:services"][0]["build"]["files"] = [{"path": "/srv/a.txt", "content": "a2\n"}]
+    write_stack(project, "ctx", cfg)
+    plan_stack("ctx", root=project)
+    files = sorted(p.relative_to(context).as_posix() for p in context.rglob("*") if p.is_file())
+    assert files == ["Dockerfile", "rootfs/srv/a.txt"]
+    assert (context / "rootfs/srv/a.txt").read_text() == "a2\n"
+    assert not (context / "rootfs/srv/sub").exists()
