@@ -2,6 +2,7 @@
 # Start, stop or report the daemons the real-daemon tests need -- dockerd, virtlogd and
 # libvirtd (qemu:///system) -- on a machine without systemd.
 #
+#   bash scripts/daemons.sh install  # only the Debian packages and libvirt-python in .venv
 #   bash scripts/daemons.sh start    # install missing Debian packages, start what is not running
 #   bash scripts/daemons.sh stop     # stop only what `start` started (pidfiles + markers)
 #   bash scripts/daemons.sh status   # one line per daemon
@@ -233,9 +234,16 @@ cmd_status() {
   done
 }
 
+cmd_install() {
+  need_root
+  install_packages
+  install_libvirt_python
+}
+
 case ${1:-} in
+  install) cmd_install ;;
   start) cmd_start ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
 esac
