@@ -167,23 +167,6 @@ def _mock_config(
     return out, secret_keys
 
 
-class _InlineExecutor(concurrent.futures.ThreadPoolExecutor):
-    """Runs each mock RPC on the calling thread.
-
-    The SDK sends every RPC through the loop's default executor because a real monitor
-    call blocks on gRPC. The mock monitor answers in microseconds, so threads only add
-    GIL contention and thread hops (they were most of a large plan's wall time).
-    """
-
-    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
-        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        try:
-            fut.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # handed to the awaiting coroutine, as a thread would
-            fut.set_exception(exc)
-        return fut
-
-
 def _no_stack_trace() -> Any:
     return source_pb2.StackTrace()
 
@@ -221,6 +204,7 @@ def run_program(
     thresholds = gc.get_threshold()
     gc.set_threshold(1_000_000, 1000, 1000)
     loop = asyncio.new_event_loop()
+    # the mock monitor answers in microseconds: one worker thread, no GIL contention
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=1))
     previous = None
     with contextlib.suppress(RuntimeError):
