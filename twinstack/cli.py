@@ -121,6 +121,9 @@ app.command("policy")(policy_command)
 from twinstack.images.cli import app as images_app  # noqa: E402 (issue 5: images)
 
 app.add_typer(images_app, name="images")
+from twinstack.measure.command import measure_command  # noqa: E402 (issue 6: measure)
+
+app.command("measure")(measure_command)
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_STACK = ROOT / "stacks" / "Pulumi.dev.yaml"
-OUR_STACKS = ("itapi", "itbad")
+OUR_STACKS = ("itapi", "itbad", "itmeasure")
 """Stack names the tests use; every physical name they create starts with one of them."""
 POOL_ROOT = Path("/var/lib/twinstack/pools")
 TIMINGS: dict[str, float] = {}
