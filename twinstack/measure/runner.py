@@ -5,8 +5,8 @@ container being timed. Per runtime:
 
 1. plan the derived stack (:mod:`twinstack.measure.stackfile`) with
    :func:`twinstack.plan.plan_stack` and apply it with :func:`twinstack.realize.apply_plan`;
-   an instance's clock starts when the harness issues its create (the ``docker create`` /
-   ``virsh define+start`` step the harness logs) and stops at its first healthy signal
+   an instance's clock starts when the harness issues its create (``apply_plan``'s
+   ``on_create`` callback, right before ``docker create`` / ``virsh define+start``) and stops at its first healthy signal
    (Docker's first passing health check, read from Docker's own health log; the
    ``twinstack-ready <svc>`` line on the VM's serial console), with every instance
    waited for in parallel;
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -356,17 +355,15 @@ class Runner:
         plan = Plan(doc)
         recs = {str(r.inputs["name"]): r for r in plan.of_type(DOCKER_CONTAINER)}
         created: dict[str, float] = {}
-        pattern = re.compile(r"^docker create (\S+)")
 
-        def log(msg: str) -> None:
-            m = pattern.match(msg)
-            if m:
-                created[m.group(1)] = time.time()
-            self.ui.log(msg)
+        def mark(name: str) -> None:
+            created[name] = time.time()
 
         self.ui.phase(f"containers: apply {len(recs)}", 1)
         t0 = time.time()
-        applied = apply_plan(doc, root=self.root, docker=self.docker, log=log)
+        applied = apply_plan(
+            doc, root=self.root, docker=self.docker, log=self.ui.log, on_create=mark
+        )
         assert applied.docker is not None
         self.ui.advance("applied")
         names = list(applied.docker.containers)
@@ -520,17 +517,15 @@ class Runner:
         plan = Plan(doc)
         recs = {str(r.inputs["name"]): r for r in plan.of_type(LIBVIRT_DOMAIN)}
         created: dict[str, float] = {}
-        pattern = re.compile(r"^virsh define\+start (\S+)")
 
-        def log(msg: str) -> None:
-            m = pattern.match(msg)
-            if m:
-                created[m.group(1)] = time.time()
-            self.ui.log(msg)
+        def mark(name: str) -> None:
+            created[name] = time.time()
 
         self.ui.phase(f"VMs: apply {len(recs)} (base upload, clones, seeds, domains)", 1)
         t0 = time.time()
-        applied = apply_plan(doc, root=self.root, libvirt=self.virt, log=log)
+        applied = apply_plan(
+            doc, root=self.root, libvirt=self.virt, log=self.ui.log, on_create=mark
+        )
         assert applied.libvirt is not None
         applied_at = time.time()
         self.ui.advance("applied")

@@ -62,17 +62,21 @@ def apply_plan(
     docker: Any | None = None,
     libvirt: Any | None = None,
     log: Log = lambda _m: None,
+    on_create: Log = lambda _n: None,
 ) -> Applied:
-    """Apply every Docker and libvirt resource of a plan (connecting only where needed)."""
+    """Apply every Docker and libvirt resource of a plan (connecting only where needed).
+
+    ``on_create(name)`` is called right before each container create / domain
+    define+start, so callers can time create → healthy without reading the log."""
     plan = doc if isinstance(doc, Plan) else Plan(doc)
     types = {r.type for r in plan.records}
     docker_applied = libvirt_applied = None
     if any(t.startswith("docker:") for t in types):
         client = docker or docker_client(provider_address(plan, "pulumi:providers:docker", "host"))
-        docker_applied = apply_docker(plan, client, root=root, log=log)
+        docker_applied = apply_docker(plan, client, root=root, log=log, on_create=on_create)
     if any(t.startswith("libvirt:") for t in types):
         conn = libvirt or libvirt_conn(provider_address(plan, "pulumi:providers:libvirt", "uri"))
-        libvirt_applied = apply_libvirt(plan, conn, log=log)
+        libvirt_applied = apply_libvirt(plan, conn, log=log, on_create=on_create)
     return Applied(plan, docker_applied, libvirt_applied)
 
 

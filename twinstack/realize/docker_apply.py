@@ -263,7 +263,7 @@ def container_create_args(rec: Record) -> tuple[dict[str, Any], dict[str, Any]]:
     return create, host
 
 
-def _container(client: Any, rec: Record, log: Log, applied: DockerApplied) -> str:
+def _container(client: Any, rec: Record, log: Log, applied: DockerApplied, on_create: Log) -> str:
     import docker.errors
 
     i = rec.inputs
@@ -284,6 +284,7 @@ def _container(client: Any, rec: Record, log: Log, applied: DockerApplied) -> st
     create, host = container_create_args(rec)
     api = client.api
     log(f"docker create {name} ({i['image']})")
+    on_create(name)
     cid = api.create_container(host_config=api.create_host_config(**host), **create)["Id"]
     advanced = i.get("networksAdvanced") or []
     if advanced:
@@ -314,7 +315,12 @@ def _container(client: Any, rec: Record, log: Log, applied: DockerApplied) -> st
 
 
 def apply_docker(
-    plan: Plan, client: Any, *, root: Path, log: Log = lambda _m: None
+    plan: Plan,
+    client: Any,
+    *,
+    root: Path,
+    log: Log = lambda _m: None,
+    on_create: Log = lambda _n: None,
 ) -> DockerApplied:
     """Create (or keep) every Docker resource of the plan; see the module docstring."""
     applied = DockerApplied()
@@ -327,7 +333,7 @@ def apply_docker(
     for rec in plan.of_type(DOCKER_REMOTE_IMAGE):
         applied.images.append(_remote_image(client, rec))
     for rec in plan.of_type(DOCKER_CONTAINER):
-        applied.containers.append(_container(client, rec, log, applied))
+        applied.containers.append(_container(client, rec, log, applied, on_create))
     return applied
 
 

@@ -408,6 +408,7 @@ def apply_libvirt(
     *,
     log: Log = lambda _m: None,
     console_dir: Path = CONSOLE_DIR,
+    on_create: Log = lambda _n: None,
 ) -> LibvirtApplied:
     """Create (or keep) every libvirt resource of the plan; see the module docstring."""
     libvirt = libvirt_module()
@@ -448,6 +449,7 @@ def apply_libvirt(
         console = console_dir / f"{name}.log"
         console.unlink(missing_ok=True)
         log(f"virsh define+start {name} (type {rec.inputs.get('type', 'kvm')})")
+        on_create(name)
         dom = conn.defineXML(domain_xml(conn, plan, rec, console))
         if rec.inputs.get("autostart"):
             dom.setAutostart(1)
