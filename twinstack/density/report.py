@@ -17,10 +17,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from components.cost import CostSpec
+from twinstack.charts import chart_format, pyplot, save_figure
 from twinstack.density.footprint import Footprint
 from twinstack.density.model import DIMENSIONS, ServiceFigures, SideAnalysis, analyse
 from twinstack.density.overhead import Figure, OverheadModel
-from twinstack.errors import TwinstackError
 
 REPORT_VERSION = 1
 
@@ -410,13 +410,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
 
 def render_chart(doc: dict[str, Any], path: Path) -> None:
     """Instances per host and monthly cost per service, one bar per side (SVG or PNG)."""
-    fmt = path.suffix.lower().lstrip(".")
-    if fmt not in ("svg", "png"):
-        raise TwinstackError(f"--chart {path}: use a .svg or .png file name")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    fmt = chart_format(path, "--chart")
+    plt = pyplot()
 
     la, lb = (s["label"] for s in doc["sides"])
     names = [s["service"] for s in doc["services"]]
@@ -447,10 +442,4 @@ def render_chart(doc: dict[str, Any], path: Path) -> None:
     stack = f"stack {doc['stack']}: " if doc["stack"] else ""
     fig.suptitle(f"twinstack diff — {stack}{la} vs {lb}")
     fig.tight_layout()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, format=fmt, metadata={"Date": None} if fmt == "svg" else None)
-    except OSError as exc:
-        raise TwinstackError(f"--chart {path}: cannot write: {exc.strerror}") from None
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, fmt, "--chart")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from components.cost import Calibration
-from twinstack.errors import TwinstackError
+from twinstack.charts import chart_format, pyplot, save_figure
 from twinstack.measure import stats
 from twinstack.measure.stats import GIB
 
@@ -666,13 +666,8 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
 
 def render_chart(doc: Mapping[str, Any], path: Path) -> None:
     """Boot-time distribution (tool and bare) and memory per instance, VM vs container."""
-    fmt = path.suffix.lower().lstrip(".")
-    if fmt not in ("svg", "png"):
-        raise TwinstackError(f"chart {path}: use a .svg or .png file name")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    fmt = chart_format(path, "chart")
+    plt = pyplot()
 
     secs: dict[str, Any] = doc.get("runtimes") or {}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.8))
@@ -720,13 +715,7 @@ def render_chart(doc: Mapping[str, Any], path: Path) -> None:
     ax2.legend(fontsize=8)
     fig.suptitle(f"twinstack measure — {doc.get('service')} of {doc.get('stack')}")
     fig.tight_layout()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, format=fmt, metadata={"Date": None} if fmt == "svg" else None)
-    except OSError as exc:
-        raise TwinstackError(f"chart {path}: cannot write: {exc.strerror}") from None
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, fmt, "chart")
 
 
 def write_outputs(
