@@ -93,8 +93,9 @@ class _Mocks(pmocks.Mocks):
 class RecordingMonitor(pmocks.MockMonitor):
     """A mock resource monitor that records what the engine would receive."""
 
-    def __init__(self, mocks: pmocks.Mocks) -> None:
+    def __init__(self, mocks: pmocks.Mocks, *, preview: bool = False) -> None:
         super().__init__(mocks)
+        self.preview = preview
         self.records: list[dict[str, Any]] = []
         self.stack_outputs: dict[str, Any] = {}
         self.stack_urn = ""
@@ -120,12 +121,17 @@ class RecordingMonitor(pmocks.MockMonitor):
             self.stack_urn = urn
             return resource_pb2.RegisterResourceResponse(urn=urn)
         inputs = _plain(json_format.MessageToDict(request.object))
+        # Under a preview the engine knows no ids of resources still to be created: an
+        # empty id makes the SDK resolve `id` as unknown, so inputs that reference it
+        # (volumeId, networkId, cloudinit) are recorded as unknown, as the engine sends them.
         id_ = _mock_id(request.type, request.name, inputs) if request.custom else ""
+        if self.preview:
+            id_ = ""
         self.resources[urn] = pmocks.MockMonitor.ResourceRegistration(urn, id_, inputs)
         self.records.append(
             {
                 "urn": urn,
-                "id": id_ or None,
+                "id": id_ or (UNKNOWN if self.preview and request.custom else None),
                 "type": request.type,
                 "name": request.name,
                 "custom": bool(request.custom),
@@ -180,7 +186,7 @@ def run_program(
     preview: bool = False,
 ) -> RecordingMonitor:
     """Run ``root/__main__.py`` under mocks in an isolated context; return the recorder."""
-    monitor = RecordingMonitor(_Mocks())
+    monitor = RecordingMonitor(_Mocks(), preview=preview)
     main = root / "__main__.py"
 
     def _go() -> None:

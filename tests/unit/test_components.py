@@ -684,3 +684,31 @@ def test_build_context_holds_exactly_the_rendered_files(project: Path) -> None:
     assert files == ["Dockerfile", "rootfs/srv/a.txt"]
     assert (context / "rootfs/srv/a.txt").read_text() == "a2\n"
     assert not (context / "rootfs/srv/sub").exists()
+
+
+def test_preview_leaves_ids_of_new_resources_unknown(project: Path) -> None:
+    """As under the engine's preview: ids of resources to be created are unknown, so
+    inputs that reference them are recorded as the unknown sentinel."""
+    from twinstack.plan import UNKNOWN
+
+    cfg: dict[str, Any] = {
+        "twinstack:runtime": "vm",
+        "twinstack:networks": [{"name": "n", "cidr": "10.77.0.0/24"}],
+        "twinstack:storage": [{"name": "data"}],
+        "twinstack:vmImage": {"source": "/srv/images/debian.qcow2"},
+        "twinstack:services": [{"name": "web", "build": {"command": ["/usr/bin/web"]}}],
+    }
+    write_stack(project, "pv", cfg)
+    planned = plan_stack("pv", root=project)
+    previewed = plan_stack("pv", root=project, preview=True)
+    (dom,) = (r for r in planned["resources"] if r["type"] == "libvirt:index/domain:Domain")
+    (pdom,) = (r for r in previewed["resources"] if r["type"] == "libvirt:index/domain:Domain")
+    assert dom["inputs"]["disks"][0]["volumeId"] != UNKNOWN
+    assert dom["inputs"]["cloudinit"] == "web-vm-0-cloudinit-id"
+    assert pdom["inputs"]["disks"][0]["volumeId"] == UNKNOWN
+    assert pdom["inputs"]["cloudinit"] == UNKNOWN
+    assert pdom["inputs"]["networkInterfaces"][0]["networkId"] == UNKNOWN
+    assert pdom["id"] == UNKNOWN
+    # what the program itself decides stays known in a preview
+    assert pdom["inputs"]["memory"] == dom["inputs"]["memory"]
+    assert previewed["preview"] is True
