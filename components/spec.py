@@ -484,10 +484,6 @@ class StackSpec(Model):
         assert svc.build is not None
         return svc.build.vm_image or self.vm_image
 
-    def with_runtime(self, runtime: Runtime) -> StackSpec:
-        """The same stack with another default runtime (per-service overrides kept)."""
-        return self.model_copy(update={"runtime": runtime})
-
 
 def _runtimes(rt: str) -> set[str]:
     return {"vm", "container"} if rt == "both" else {rt}
@@ -653,16 +649,6 @@ def _fmt_loc(loc: tuple[str | int, ...]) -> str:
         else:
             out += f".{part}" if out else part
     return out
-
-
-def _value_at(data: Any, loc: tuple[str | int, ...]) -> Any:
-    cur = data
-    for part in loc:
-        try:
-            cur = cur[part]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return cur
 
 
 def _describe(msg: str) -> str:
