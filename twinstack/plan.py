@@ -31,13 +31,12 @@ from pulumi.runtime.proto import resource_pb2, source_pb2
 from pulumi.runtime.sync_await import _sync_await
 
 from components.spec import PROJECT, RUNTIMES, read_stack_file
+from twinstack import wire
 from twinstack.errors import SpecError, TwinstackError
 from twinstack.program import STACK_FILE_ENV
 
 PLAN_VERSION = 1
-SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
-SIG_KEY = "4dabf18193072939515e22adb298388d"
-UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+SECRET_SIG, SIG_KEY, UNKNOWN = wire.SECRET_SIG, wire.SIG_KEY, wire.UNKNOWN
 
 
 def project_root(start: Path | None = None) -> Path:

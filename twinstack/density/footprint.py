@@ -24,11 +24,11 @@ from typing import Any, Literal, cast
 
 from components.cost import Accelerator
 from twinstack.errors import TwinstackError
+from twinstack.wire import SIG_KEY, UNKNOWN
 
 Runtime = Literal["vm", "container"]
 
-SECRET_SIG = "4dabf18193072939515e22adb298388d"
-UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+SECRET_SIG = SIG_KEY  # presence of the special-object key marks a secret envelope
 GIB = 1024**3
 
 DOMAIN = "libvirt:index/domain:Domain"

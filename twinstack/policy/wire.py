@@ -16,12 +16,6 @@ from typing import Any
 from google.protobuf import struct_pb2  # type: ignore[import-untyped, unused-ignore]
 from pulumi.runtime.proto import analyzer_pb2
 
-UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
-"""The engine's unknown-value sentinel on the wire (``UnknownStringValue``)."""
-
-SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
-SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
-
 
 def _skip_internal(value: Any) -> Any:
     if isinstance(value, Mapping):

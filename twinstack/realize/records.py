@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from twinstack.errors import TwinstackError
-
-SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
-UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+from twinstack.wire import SIG_KEY as SECRET_SIG_KEY
+from twinstack.wire import UNKNOWN
 
 DOCKER_NETWORK = "docker:index/network:Network"
 DOCKER_VOLUME = "docker:index/volume:Volume"
