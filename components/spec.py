@@ -64,6 +64,12 @@ class Model(BaseModel):
 # --------------------------------------------------------------------------- services
 
 
+def vm_vcpus(vcpus: float) -> int:
+    """Whole vCPUs a VM gets for a (possibly fractional) vCPU request: the ceiling, ≥ 1."""
+    whole = int(vcpus)
+    return max(1, whole if whole == vcpus else whole + 1)
+
+
 class Resources(Model):
     """What one instance of a service may use."""
 
@@ -83,8 +89,7 @@ class Resources(Model):
     @property
     def vm_vcpus(self) -> int:
         """vCPUs a domain gets: libvirt counts whole CPUs."""
-        whole = int(self.vcpus)
-        return whole if whole == self.vcpus else whole + 1
+        return vm_vcpus(self.vcpus)
 
 
 class Port(Model):

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from components.cost import HOURS_PER_MONTH, Accelerator, CostSpec, HostProfile
+from components.spec import vm_vcpus
 from twinstack.density.footprint import Footprint, Instance
 from twinstack.density.overhead import OverheadModel
 
@@ -102,7 +103,7 @@ def counterpart(inst: Instance, runtime: str) -> Instance:
         return replace(
             inst,
             runtime="vm",
-            vcpus=float(math.ceil(vcpus - _EPS)) if vcpus > 0 else 1.0,
+            vcpus=float(vm_vcpus(vcpus)),
             memory_mib=memory,
             disk_gib=disk,
             declared_vcpus=vcpus,
