@@ -14,6 +14,7 @@ here an ``overheads`` block only *overrides* them.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -125,6 +126,10 @@ class HostPrice(_Model):
     """Amortized cost per month (purchase over its service life, support, rack space)."""
     power_watts: float = Field(0.0, ge=0)
     """Average electrical draw in watts (including its share of cooling, if you count it)."""
+
+
+COST_FILE_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9._-]*(?:/[A-Za-z0-9_][A-Za-z0-9._-]*)*\.ya?ml"
+"""A cost file: a relative YAML path inside the project (letters, digits, . _ -)."""
 
 
 class PriceBook(_Model):
@@ -283,10 +288,25 @@ class CostSpec(_Model):
         if not isinstance(ref, str | Path):
             return data  # the field validator reports the bad type
         ctx = info.context if isinstance(info.context, Mapping) else {}
+        base = Path(ctx["base_dir"]) if ctx.get("base_dir") is not None else _project_dir()
         path = Path(ref)
-        if not path.is_absolute():
-            base = ctx.get("base_dir")
-            path = (Path(base) if base is not None else _project_dir()) / path
+        if path.is_absolute() and path.is_relative_to(base.resolve()):
+            path = path.relative_to(base.resolve())  # as merged below: already resolved
+        rel = path.as_posix()
+        # a stack file may only point at files of its own project: a relative, normalized
+        # path (the cost-file grammar), never '..' nor an absolute path
+        if (
+            path.is_absolute()
+            or re.fullmatch(COST_FILE_PATTERN, rel) is None
+            or any(part in (".", "..") for part in rel.split("/"))
+        ):
+            raise ValueError(
+                f"file: {str(ref)[:120]!r} is not allowed; allowed: a relative path inside "
+                f"the project ({base}) without '..' (pattern {COST_FILE_PATTERN})"
+            )
+        path = base / path
+        if not path.resolve().is_relative_to(base.resolve()):
+            raise ValueError(f"file: {str(ref)[:120]!r} leads outside the project ({base})")
         raw = _read_yaml_mapping(path, error=ValueError)
         if "file" in raw:
             raise ValueError(f"{path}: file: a cost file must not reference another file")

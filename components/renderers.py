@@ -50,9 +50,10 @@ def health_script(svc: ServiceSpec) -> str | None:
         return f"exec timeout {hc.timeout_s} {shlex.join(hc.command)}"
     assert hc.http is not None
     port = svc.port_number(hc.http.port)
+    # the path is data for printf's %s, never part of its format or of the shell syntax
     return (
         f"exec 3<>/dev/tcp/127.0.0.1/{port} || exit 1; "
-        f"printf 'GET {hc.http.path} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3; "
+        f"printf 'GET %s HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' {shlex.quote(hc.http.path)} >&3; "
         f"timeout {hc.timeout_s} head -n1 <&3 | grep -Eq '^HTTP/1\\.[01] 2[0-9][0-9]'"
     )
 
@@ -101,7 +102,7 @@ def render_dockerfile(svc: ServiceSpec) -> str:
         chown = f" && chown {b.user}:{b.user} {quoted}" if b.user != "root" else ""
         lines.append(f"RUN mkdir -p {quoted}{chown}")
     for v in svc.volumes:
-        lines.append(f"VOLUME {json.dumps(v.mount_path)}")
+        lines.append(f"VOLUME {json.dumps([v.mount_path])}")  # JSON form: an array
     for p in svc.ports:
         lines.append(f"EXPOSE {p.port}/{p.protocol}")
     lines.append(f"USER {b.user}")
@@ -139,13 +140,31 @@ def secret_placeholders(svc: ServiceSpec) -> dict[str, str]:
     return {env: f"[secret:{key}]" for env, key in svc.secrets.items()}
 
 
-def _systemd_quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+_ENV_FILE_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "$": "\\$", "`": "\\`"})
+
+
+def env_file_quote(value: str) -> str:
+    """A value in systemd ``EnvironmentFile`` double quotes.
+
+    Inside double quotes systemd's env-file parser (like a POSIX shell) removes a
+    backslash before ``"``, ``\\``, `` ` `` and ``$`` and keeps every other character,
+    newlines included, so escaping exactly those four reads back to ``value`` in both
+    systemd and ``bash`` (``set -a; . FILE``). NUL cannot be carried and is refused.
+    """
+    if "\0" in value:
+        raise ValueError("an environment value cannot contain NUL")
+    return '"' + value.translate(_ENV_FILE_ESCAPES) + '"'
+
+
+SECRET_KEYS_COMMENT = "# twinstack: from Pulumi secrets:"
+"""First line of an env file naming the variables filled from Pulumi secrets (a comment to
+systemd and bash), so policies know which values are secrets without seeing the spec."""
 
 
 def render_env_file(svc: ServiceSpec, secret_values: Mapping[str, str]) -> str:
     """systemd ``EnvironmentFile`` content (the VM's twin of the container's ``envs``)."""
-    return "".join(f"{k}={_systemd_quote(v)}\n" for k, v in env_pairs(svc, secret_values))
+    head = f"{SECRET_KEYS_COMMENT} {' '.join(sorted(svc.secrets))}\n" if svc.secrets else ""
+    return head + "".join(f"{k}={env_file_quote(v)}\n" for k, v in env_pairs(svc, secret_values))
 
 
 def _restart_lines(svc: ServiceSpec) -> tuple[list[str], list[str]]:
@@ -162,10 +181,72 @@ def _restart_lines(svc: ServiceSpec) -> tuple[list[str], list[str]]:
     return ["StartLimitIntervalSec=0"], ["Restart=always", "RestartSec=1"]
 
 
+_EXEC_ESCAPES = str.maketrans(
+    {
+        "\\": "\\\\",
+        '"': '\\"',
+        "\n": "\\n",
+        "\t": "\\t",
+        "%": "%%",
+        "$": "$$",
+    }
+)
+
+
+def exec_quote(arg: str) -> str:
+    """One argument of ``ExecStart=`` in systemd's own quoting.
+
+    systemd splits the line into words, removes double quotes and decodes C escapes
+    (``\\\\``, ``\\"``, ``\\n``, ``\\t``) in every word, then expands ``%`` specifiers
+    and, at start, ``$VAR``; ``%%`` and ``$$`` are the literal forms. Docker's exec-form
+    CMD passes arguments verbatim, so every argument is double-quoted and escaped to reach
+    the process unchanged. Other control characters are excluded by the spec's grammar.
+    """
+    return '"' + arg.translate(_EXEC_ESCAPES) + '"'
+
+
 def _exec_start(command: list[str]) -> str:
-    """``ExecStart=`` for an exec-form command: systemd expands ``%x`` specifiers and
-    ``$VAR`` even inside quotes, Docker does not; double them so both run the same argv."""
-    return shlex.join(command).replace("%", "%%").replace("$", "$$")
+    """``ExecStart=`` value for an exec-form command (see :func:`exec_quote`)."""
+    return " ".join(exec_quote(a) for a in command)
+
+
+def working_dir(svc: ServiceSpec) -> str:
+    """The directory the service (and its health probe) runs in."""
+    return svc.build.working_dir if svc.build is not None else "/"
+
+
+def _run_as_lines(svc: ServiceSpec) -> list[str]:
+    """How the service runs: the same user, directory and environment for its unit and
+    its health unit (the container's probe runs as the container's user with its env)."""
+    return [
+        f"User={service_user(svc)}",
+        f"WorkingDirectory={working_dir(svc)}",
+        f"EnvironmentFile=/etc/twinstack/{svc.name}.env",
+    ]
+
+
+def health_unit_name(svc: ServiceSpec) -> str:
+    """The oneshot unit that runs the health probe in the VM."""
+    return f"twinstack-health-{svc.name}.service"
+
+
+def render_health_unit(svc: ServiceSpec) -> str | None:
+    """A oneshot unit that runs the health probe like Docker's ``HEALTHCHECK`` does: as
+    the service's user, in its working directory, with its environment."""
+    if svc.health_check is None:
+        return None
+    lines = [
+        "[Unit]",
+        f"Description=twinstack health probe of {svc.name}",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        *_run_as_lines(svc),
+        f"ExecStart={_exec_start(['/bin/bash', f'{_LIB}/health-{svc.name}'])}",
+        f"TimeoutStartSec={svc.health_check.timeout_s + 5}",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def render_systemd_unit(svc: ServiceSpec) -> str:
@@ -173,12 +254,9 @@ def render_systemd_unit(svc: ServiceSpec) -> str:
     unit_extra, svc_restart = _restart_lines(svc)
     if svc.build is not None:
         command = svc.build.command
-        workdir = svc.build.working_dir
     else:
         assert svc.image is not None
         command = svc.image.command or ["/sbin/init"]
-        workdir = "/"
-    user = service_user(svc)
     mounts = " ".join(v.mount_path for v in svc.volumes)
     lines = [
         "[Unit]",
@@ -190,9 +268,7 @@ def render_systemd_unit(svc: ServiceSpec) -> str:
         "",
         "[Service]",
         "Type=simple",
-        f"User={user}",
-        f"WorkingDirectory={workdir}",
-        f"EnvironmentFile=/etc/twinstack/{svc.name}.env",
+        *_run_as_lines(svc),
         f"ExecStart={_exec_start(command)}",
         *svc_restart,
         "NoNewPrivileges=yes",
@@ -212,14 +288,16 @@ def render_ready_script(svc: ServiceSpec) -> str:
     network: the serial console or the guest agent can read it.
     """
     hc = svc.health_check
-    probe = f"{_LIB}/health-{svc.name}"
     if hc is None:
         attempts, interval = 30, 1
         check = f"systemctl is-active --quiet {svc.name}.service"
     else:
         interval = hc.interval_s
         attempts = hc.retries + (hc.start_period_s + interval - 1) // interval
-        check = f"/bin/bash {probe}"
+        unit = health_unit_name(svc)
+        # the probe runs as the service does (see render_health_unit); its output is the
+        # unit's journal, shown when readiness fails
+        check = f"systemctl start {unit} || {{ journalctl -q -o cat -n 3 -u {unit}; false; }}"
     return "\n".join(
         [
             "#!/bin/bash",
@@ -230,7 +308,7 @@ def render_ready_script(svc: ServiceSpec) -> str:
             f"  say '{UNHEALTHY_MARKER} {svc.name} unit: not enabled'; exit 1",
             "fi",
             f"for i in $(seq 1 {attempts}); do",
-            f"  if out=$({check} 2>&1); then say '{READY_MARKER} {svc.name}'; exit 0; fi",
+            f"  if out=$({{ {check}; }} 2>&1); then say '{READY_MARKER} {svc.name}'; exit 0; fi",
             f"  if systemctl is-failed --quiet {svc.name}.service; then",
             f'    say "{UNHEALTHY_MARKER} {svc.name} start: '
             f'$(systemctl show -p Result --value {svc.name}.service)"; exit 1',
@@ -268,6 +346,8 @@ def render_cloud_init(
     """
     user = service_user(svc)
     files: list[dict[str, object]] = []
+    # twinstack's own files come after the service's: cloud-init writes in order, and the
+    # spec keeps service files out of the paths twinstack writes (spec.RESERVED_PATHS)
     for f in _service_files(svc):
         files.append({"path": f.path, "content": f.content, "permissions": f.mode})
     files.append(
@@ -285,9 +365,17 @@ def render_cloud_init(
         }
     )
     script = health_script(svc)
-    if script is not None:
+    health_unit = render_health_unit(svc)
+    if script is not None and health_unit is not None:
         files.append(
             {"path": f"{_LIB}/health-{svc.name}", "content": script + "\n", "permissions": "0755"}
+        )
+        files.append(
+            {
+                "path": f"/etc/systemd/system/{health_unit_name(svc)}",
+                "content": health_unit,
+                "permissions": "0644",
+            }
         )
     files.append(
         {

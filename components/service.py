@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
 import pulumi
@@ -27,7 +27,9 @@ from components.infra import (
     docker_labels,
     first_host_address,
 )
+from components.provider_forms import docker_cpus, libvirt_cmdlines
 from components.spec import ServiceSpec, StackSpec, VolumeSpec
+from twinstack.errors import SpecError
 
 SecretLookup = Callable[[str], pulumi.Output[str]]
 """Returns the secret Output of a config key (``pulumi.Config().require_secret``)."""
@@ -204,6 +206,8 @@ class ContainerRealization(Realization):
                 **{"memory-mib": str(svc.resources.memory_mib)},
                 **{"disk-gib": str(footprint(svc)["diskGib"])},
                 ports=_ports_fact(svc),
+                # which envs come from Pulumi secrets (the env file's first line on a VM)
+                **({"secret-env": ",".join(sorted(svc.secrets))} if svc.secrets else {}),
             )
             docker.Container(
                 f"{self.resource_name}-{i}",
@@ -212,10 +216,14 @@ class ContainerRealization(Realization):
                 image=image_ref,
                 envs=envs,
                 user=user,
+                # the Dockerfile's CMD and WORKDIR, stated again so that the recorded inputs
+                # show what runs (parity with the VM's unit reads them)
+                command=svc.build.command if svc.build is not None else None,
+                working_dir=svc.build.working_dir if svc.build is not None else None,
                 # terraform-provider-docker multiplies `memory` by 1024*1024: it is MiB.
                 memory=svc.resources.memory_mib,
                 memory_swap=svc.resources.memory_mib,
-                cpus=_cpus(svc.resources.vcpus),
+                cpus=docker_cpus(svc.resources.vcpus),  # as the provider reads it back
                 ports=ports,
                 mounts=mounts,
                 network_mode="bridge" if not networks else None,
@@ -297,22 +305,41 @@ def _cpus(vcpus: float) -> str:
 
 def _write_context(directory: Path, files: Mapping[str, str]) -> None:
     """Write the rendered build context exactly: files whose content changed are rewritten,
-    files the spec no longer renders are removed (a stale file would enter the image)."""
-    if directory.is_dir():
-        for path in sorted(directory.rglob("*"), reverse=True):
-            rel = path.relative_to(directory).as_posix()
-            if path.is_file() and rel not in files:
+    files the spec no longer renders are removed (a stale file would enter the image).
+
+    Every path must stay inside ``directory``: the spec's path grammar already keeps
+    ``..`` out, and this checks again (and never follows a symlink planted in the tree)
+    so that no stack file can make ``plan`` or ``policy`` write elsewhere.
+    """
+    root = directory.resolve()
+    targets: dict[Path, str] = {}
+    for rel, content in files.items():
+        pure = PurePosixPath(rel)
+        if pure.is_absolute() or any(part in ("", ".", "..") for part in pure.parts):
+            raise SpecError(f"build context path {rel!r} leaves the build folder {directory}")
+        targets[root.joinpath(*pure.parts)] = content
+    if root.is_symlink():
+        raise SpecError(f"build folder {directory} is a symlink; remove it")
+    if root.is_dir():
+        for path in sorted(root.rglob("*"), reverse=True):
+            if path.is_symlink():
+                path.unlink()  # nothing twinstack writes is a symlink
+            elif path.is_file() and path not in targets:
                 path.unlink()
             elif path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
-    for rel, content in files.items():
-        path = directory / rel
+    for path, content in targets.items():
+        parent = path.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        if not parent.resolve().is_relative_to(root):
+            raise SpecError(f"build context path {path} leaves the build folder {directory}")
         try:
-            if path.read_text(encoding="utf-8") == content:
+            if not path.is_symlink() and path.read_text(encoding="utf-8") == content:
                 continue
         except OSError:
             pass
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink():
+            path.unlink()
         path.write_text(content, encoding="utf-8")
 
 
@@ -397,7 +424,7 @@ class VmRealization(Realization):
                 direct_boot = {
                     "kernel": image.kernel,
                     "initrd": image.initrd,
-                    "cmdlines": [_cmdline(image.cmdline)],
+                    "cmdlines": libvirt_cmdlines(image.cmdline),  # as read back
                 }
             facts = {
                 "twinstack": {
@@ -427,7 +454,10 @@ class VmRealization(Realization):
                 consoles=[
                     libvirt.DomainConsoleArgs(type="pty", target_port="0", target_type="serial"),
                 ],
-                qemu_agent=True,
+                # The provider always adds the guest agent's channel; `qemuAgent` only makes
+                # its Read ask the agent for addresses, which fails ("guest agent is not
+                # connected") while the guest boots, and so fails Create (provider v0.8.1).
+                qemu_agent=False,
                 autostart=True,
                 running=True,
                 description=json.dumps(facts, sort_keys=True),
@@ -441,21 +471,6 @@ class VmRealization(Realization):
                 addr = self.address(networks[0], i, "vm")
                 endpoints = {p.name: f"{p.protocol}://{addr}:{p.port}" for p in svc.ports}
             self.record(name, i, endpoints)
-
-
-def _cmdline(line: str) -> dict[str, str]:
-    """pulumi-libvirt's ``cmdlines`` entry: a map of kernel arguments (``_`` for bare words)."""
-    out: dict[str, str] = {}
-    bare: list[str] = []
-    for word in line.split():
-        key, sep, value = word.partition("=")
-        if sep:
-            out[key] = value
-        else:
-            bare.append(key)
-    if bare:
-        out["_"] = " ".join(bare)
-    return out
 
 
 REALIZATIONS: dict[str, type[Realization]] = {

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -30,6 +31,26 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from components.cost import CostSpec
+from components.grammar import (
+    EXECUTABLE,
+    HTTPS_URL,
+    AbsPath,
+    Arg,
+    ConfigKey,
+    Content,
+    DockerHost,
+    EnvName,
+    EnvValue,
+    HttpPath,
+    ImageRef,
+    KernelCmdline,
+    LibvirtUri,
+    Name,
+    Package,
+    UnixUser,
+    check_path,
+)
+from components.provider_forms import docker_cpus, docker_cpus_exact
 from twinstack.errors import SpecError
 
 PROJECT = "twinstack"
@@ -38,15 +59,8 @@ PROJECT = "twinstack"
 Runtime = Literal["vm", "container", "both"]
 RUNTIMES: tuple[str, ...] = ("vm", "container", "both")
 
-_NAME_RE = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$|^[a-z]$"
-Name = Annotated[
-    str,
-    Field(
-        pattern=_NAME_RE,
-        description="Lower-case letters, digits and '-', starting with a letter (1-32 chars).",
-    ),
-]
-EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+# The grammar of every string field lives in components.grammar (declared once, enforced
+# here, shown in the JSON Schema).
 
 
 class Model(BaseModel):
@@ -64,6 +78,14 @@ class Model(BaseModel):
 # --------------------------------------------------------------------------- services
 
 
+MIN_CONTAINER_MEMORY_MIB = 16
+"""Smallest memory limit: Docker refuses below 6 MiB, and no Debian service starts in less."""
+MIN_VM_MEMORY_MIB = 256
+"""Smallest VM: a Debian guest with cloud-init and systemd does not boot reliably below."""
+MIN_VM_DISK_GIB = 2
+"""Smallest VM root disk: the clone of the base image may not be smaller than the image."""
+
+
 def vm_vcpus(vcpus: float) -> int:
     """Whole vCPUs a VM gets for a (possibly fractional) vCPU request: the ceiling, ≥ 1."""
     whole = int(vcpus)
@@ -75,16 +97,39 @@ class Resources(Model):
 
     vcpus: float = Field(
         1,
-        gt=0,
+        ge=0.1,
         le=256,
         description="Virtual CPUs. A VM gets ceil(vcpus); a container gets a CPU quota of vcpus.",
     )
     memory_mib: int = Field(
-        512, gt=0, le=1_048_576, description="Memory limit in MiB (VM RAM / container limit)."
+        512,
+        ge=MIN_CONTAINER_MEMORY_MIB,
+        le=1_048_576,
+        description=(
+            f"Memory limit in MiB (VM RAM / container limit); at least "
+            f"{MIN_CONTAINER_MEMORY_MIB}, and {MIN_VM_MEMORY_MIB} for a service that runs as a VM."
+        ),
     )
     disk_gib: int = Field(
         10, gt=0, le=65_536, description="Root disk in GiB (VM clone size; container budget)."
     )
+
+    @field_validator("vcpus")
+    @classmethod
+    def _representable(cls, v: float) -> float:
+        if round(v, 2) != v:
+            raise ValueError(f"{v} has more than two decimals; use a multiple of 0.01")
+        if not docker_cpus_exact(v):
+            near = sorted(
+                (c / 100 for c in range(max(1, round(v * 100) - 10), round(v * 100) + 11)),
+                key=lambda c: abs(c - v),
+            )
+            ok = next(c for c in near if docker_cpus_exact(c))
+            raise ValueError(
+                f"{v} is stored back by the Docker provider as {docker_cpus(v)!r}, so every "
+                f"`pulumi up` would replace the container; use a value it keeps, e.g. {ok:g}"
+            )
+        return v
 
     @property
     def vm_vcpus(self) -> int:
@@ -117,7 +162,7 @@ class VolumeSpec(Model):
     """A persistent volume mounted into every replica."""
 
     name: Name = Field(description="Volume name, unique within the service.")
-    mount_path: str = Field(description="Absolute mount path inside the instance.")
+    mount_path: AbsPath = Field(description="Absolute mount path inside the instance.")
     size_gib: int = Field(1, gt=0, le=65_536, description="Size in GiB (VM data disk size).")
     storage: Name | None = Field(
         None, description="Storage pool (a `storage` entry) holding it; default the first one."
@@ -125,16 +170,15 @@ class VolumeSpec(Model):
 
     @field_validator("mount_path")
     @classmethod
-    def _absolute(cls, v: str) -> str:
-        if not v.startswith("/") or "/../" in f"{v}/" or v.rstrip("/") == "":
-            raise ValueError(f"mount path must be an absolute path other than '/', got {v!r}")
+    def _not_reserved(cls, v: str) -> str:
+        _check_not_reserved(v, "a volume")
         return v
 
 
 class HttpCheck(Model):
     """An HTTP GET that must answer 2xx."""
 
-    path: str = Field("/", pattern=r"^/[^\s]*$", description="Request path.")
+    path: HttpPath = Field("/", description="Request path (and query).")
     port: Name | int = Field(description="A port name from `ports`, or a port number.")
 
 
@@ -142,8 +186,8 @@ class HealthCheck(Model):
     """How readiness and health are checked, the same way in a container and a VM."""
 
     http: HttpCheck | None = Field(None, description="HTTP check (exclusive with `command`).")
-    command: list[str] | None = Field(
-        None, min_length=1, description="Command that exits 0 when healthy."
+    command: list[Arg] | None = Field(
+        None, min_length=1, max_length=256, description="Command that exits 0 when healthy."
     )
     interval_s: int = Field(10, ge=1, le=3600, description="Seconds between checks.")
     timeout_s: int = Field(5, ge=1, le=3600, description="Seconds before a check fails.")
@@ -164,43 +208,49 @@ class HealthCheck(Model):
 class FileSpec(Model):
     """A file written into the instance (image layer / cloud-init write_files)."""
 
-    path: str = Field(description="Absolute path inside the instance.")
-    content: str = Field(description="File content (UTF-8).")
+    path: AbsPath = Field(description="Absolute path inside the instance.")
+    content: Content = Field(description="File content (UTF-8).")
     mode: str = Field("0644", pattern=r"^0?[0-7]{3,4}$", description="Octal permission bits.")
 
     @field_validator("path")
     @classmethod
-    def _absolute(cls, v: str) -> str:
-        if not v.startswith("/") or v.endswith("/"):
-            raise ValueError(f"file path must be an absolute file path, got {v!r}")
+    def _not_reserved(cls, v: str) -> str:
+        _check_not_reserved(v, "a file")
         return v
 
 
 class VmImage(Model):
     """A VM base disk: a local path or an URL with its checksum."""
 
-    source: str = Field(description="Path on the libvirt host, or http(s) URL, of a qcow2 image.")
+    source: str = Field(
+        description="Absolute path on the libvirt host, or https URL, of the image.",
+        json_schema_extra={"maxLength": 2048},
+    )
     checksum: str | None = Field(
         None,
         pattern=r"^sha(256|512):[0-9a-f]{64,128}$",
         description="`sha256:<hex>` or `sha512:<hex>`; required for URLs.",
     )
     format: Literal["qcow2", "raw"] = Field("qcow2", description="Disk format of the image.")
-    kernel: str | None = Field(None, description="Kernel for direct boot (path on the host).")
-    initrd: str | None = Field(None, description="Initrd for direct boot (path on the host).")
-    cmdline: str = Field(
+    kernel: AbsPath | None = Field(None, description="Kernel for direct boot (path on the host).")
+    initrd: AbsPath | None = Field(None, description="Initrd for direct boot (path on the host).")
+    cmdline: KernelCmdline = Field(
         "root=/dev/vda rw console=ttyS0", description="Kernel command line for direct boot."
     )
 
     @model_validator(mode="after")
     def _checked(self) -> VmImage:
-        if re.match(r"^[a-z]+://", self.source):
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", self.source):
             if not self.source.startswith("https://"):
-                raise ValueError(f"image URL must use https, got {self.source!r}")
+                raise ValueError(f"image URL must use https, got {_short(self.source)}")
+            HTTPS_URL.check(self.source)
             if self.checksum is None:
                 raise ValueError("an image URL needs `checksum: sha256:<hex>`")
-        elif not self.source.startswith("/"):
-            raise ValueError(f"image path must be absolute, got {self.source!r}")
+        else:
+            try:
+                check_path(self.source)
+            except ValueError as exc:
+                raise ValueError(f"image source {_short(self.source)} {exc}") from None
         if (self.kernel is None) != (self.initrd is None):
             raise ValueError("set both `kernel` and `initrd` for direct boot, or neither")
         return self
@@ -209,6 +259,31 @@ class VmImage(Model):
     def key(self) -> str:
         """Stable short id of the image, used to share one base volume per pool."""
         return hashlib.sha256(f"{self.source}|{self.checksum}".encode()).hexdigest()[:10]
+
+
+def _short(value: str, limit: int = 80) -> str:
+    """repr of a value for a message, cut to ``limit`` characters."""
+    shown = repr(value)
+    return shown if len(shown) <= limit else f"{shown[:limit]}…({len(value)} chars)"
+
+
+RESERVED_PATHS: tuple[str, ...] = (
+    "/etc/twinstack",
+    "/usr/local/lib/twinstack",
+    "/etc/systemd",
+    "/run/twinstack",
+)
+"""Paths twinstack itself writes in an instance; files and volumes may not shadow them."""
+
+
+def _check_not_reserved(path: str, what: str) -> None:
+    for root in (*RESERVED_PATHS, "/"):
+        if path == root or (root != "/" and path.startswith(root + "/")):
+            shown = "'/'" if root == "/" else f"{root}/…"
+            raise ValueError(
+                f"{what} may not be placed at {path!r}: {shown} is reserved "
+                f"(twinstack writes there); reserved: {', '.join(RESERVED_PATHS)}"
+            )
 
 
 def _check_image_ref(v: str) -> str:
@@ -223,31 +298,56 @@ def _check_image_ref(v: str) -> str:
     return v
 
 
+Command = Annotated[
+    list[Arg],
+    Field(min_length=1, max_length=1024),
+    AfterValidator(lambda v: _check_executable(v)),  # defined below; resolved at call time
+]
+"""An exec-form command: an executable, then any arguments (see ``grammar.ARG``)."""
+
+
+def _check_executable(command: list[str]) -> list[str]:
+    try:
+        EXECUTABLE.check(command[0])
+    except ValueError as exc:
+        raise ValueError(f"command[0] {_short(command[0])} {exc}") from None
+    return command
+
+
+def _check_workdir(v: str) -> str:
+    return v if v == "/" else check_path(v)
+
+
+WorkingDir = Annotated[
+    str,
+    Field(json_schema_extra={"description": "'/' or a normalized absolute path"}),
+    AfterValidator(_check_workdir),
+]
+
+
 class BuildSpec(Model):
     """What to build: renders both a Dockerfile and a cloud-init user-data."""
 
-    base: str = Field(
+    base: ImageRef = Field(
         "debian:bookworm-20251117-slim",
         description="Container base image (pinned tag or digest) for the Dockerfile's FROM.",
     )
     vm_image: VmImage | None = Field(
         None, description="VM base disk; default the stack's `vmImage`."
     )
-    packages: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]*(=[\w.:~+-]+)?$")]] = Field(
-        default_factory=list, description="Debian packages to install."
+    packages: list[Package] = Field(
+        default_factory=list, max_length=1000, description="Debian packages to install."
     )
-    files: list[FileSpec] = Field(default_factory=list, description="Files to write.")
-    command: list[str] = Field(min_length=1, description="The service's command (exec form).")
-    working_dir: str = Field("/", description="Working directory (absolute).")
-    user: str = Field(
-        "app",
-        pattern=r"^[a-z_][a-z0-9_-]*$",
-        description="User the service runs as; created when not root.",
+    files: list[FileSpec] = Field(
+        default_factory=list, max_length=1000, description="Files to write."
     )
-    environment: dict[EnvName, str] = Field(
+    command: Command = Field(description="The service's command (exec form).")
+    working_dir: WorkingDir = Field("/", description="Working directory (absolute).")
+    user: UnixUser = Field("app", description="User the service runs as; created when not root.")
+    environment: dict[EnvName, EnvValue] = Field(
         default_factory=dict, description="Plain environment variables."
     )
-    secrets: dict[EnvName, Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")]] = Field(
+    secrets: dict[EnvName, ConfigKey] = Field(
         default_factory=dict,
         description=(
             "Environment variables filled from Pulumi secret config: ENV: configKey "
@@ -260,36 +360,30 @@ class BuildSpec(Model):
     def _pinned(cls, v: str) -> str:
         return _check_image_ref(v)
 
-    @field_validator("working_dir")
-    @classmethod
-    def _abs_wd(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError(f"working dir must be absolute, got {v!r}")
-        return v
-
     @model_validator(mode="after")
     def _no_overlap(self) -> BuildSpec:
         both = sorted(set(self.environment) & set(self.secrets))
         if both:
             raise ValueError(f"{both} set in both `environment` and `secrets`")
+        paths: set[str] = set()
+        for f in self.files:
+            if f.path in paths:
+                raise ValueError(f"file path {f.path!r} is listed twice in `files`")
+            paths.add(f.path)
         return self
 
 
 class PrebuiltSpec(Model):
     """A prebuilt container image plus the matching VM base image."""
 
-    container: str = Field(description="Container image, pinned by tag or digest.")
+    container: ImageRef = Field(description="Container image, pinned by tag or digest.")
     vm: VmImage = Field(description="VM disk that already contains the service.")
-    command: list[str] | None = Field(
+    command: Command | None = Field(
         None, description="Command the VM's systemd unit runs (default: the image's own init)."
     )
-    user: str | None = Field(
-        None, pattern=r"^[a-z_][a-z0-9_-]*$", description="User the service runs as."
-    )
-    environment: dict[EnvName, str] = Field(default_factory=dict)
-    secrets: dict[EnvName, Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")]] = Field(
-        default_factory=dict
-    )
+    user: UnixUser | None = Field(None, description="User the service runs as.")
+    environment: dict[EnvName, EnvValue] = Field(default_factory=dict)
+    secrets: dict[EnvName, ConfigKey] = Field(default_factory=dict)
 
     @field_validator("container")
     @classmethod
@@ -301,7 +395,18 @@ class RestartPolicy(Model):
     """Restart policy; `onFailure` is bounded by `maxRetries`."""
 
     policy: Literal["no", "on-failure", "always", "unless-stopped"] = "on-failure"
-    max_retries: int = Field(5, ge=0, le=1000, description="Bound for `on-failure`.")
+    max_retries: int = Field(5, ge=0, le=1000, description="Bound for `on-failure` (≥ 1).")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> RestartPolicy:
+        # Docker reads on-failure:0 as "retry forever", systemd's StartLimitBurst as "never
+        # restart": no value means the same in both, so it is not allowed.
+        if self.policy == "on-failure" and self.max_retries < 1:
+            raise ValueError(
+                "maxRetries 0 with policy on-failure means 'restart forever' to Docker and "
+                "'never restart' to systemd; use maxRetries ≥ 1, or policy `no` or `always`"
+            )
+        return self
 
 
 class ServiceSpec(Model):
@@ -423,25 +528,20 @@ class StorageSpec(Model):
     """A storage pool: a libvirt dir pool (VM disks and data volumes)."""
 
     name: Name
-    path: str = Field(
+    path: AbsPath = Field(
         "/var/lib/twinstack/pools/default", description="Directory on the libvirt host."
     )
     capacity_gib: int = Field(100, gt=0, description="Capacity budget in GiB.")
     protect: bool = Field(True, description="Protect the pool and data volumes from deletion.")
 
-    @field_validator("path")
-    @classmethod
-    def _abs(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError(f"pool path must be absolute, got {v!r}")
-        return v
-
 
 class HostSpec(Model):
     """Where a realization runs: one libvirt URI and one Docker host."""
 
-    libvirt_uri: str = Field("qemu:///system", description="libvirt connection URI.")
-    docker_host: str = Field("unix:///var/run/docker.sock", description="Docker daemon address.")
+    libvirt_uri: LibvirtUri = Field("qemu:///system", description="libvirt connection URI.")
+    docker_host: DockerHost = Field(
+        "unix:///var/run/docker.sock", description="Docker daemon address."
+    )
     domain_type: Literal["kvm", "qemu"] = Field(
         "kvm", description="kvm (hardware) or qemu (TCG emulation, where KVM is unavailable)."
     )
@@ -554,6 +654,20 @@ def _check_stack(s: StackSpec) -> None:
                     v.storage,
                 )
         if "vm" in rts:
+            if svc.resources.memory_mib < MIN_VM_MEMORY_MIB:
+                raise _Err(
+                    ("services", i, "resources", "memoryMib"),
+                    f"is too small for a VM (the service runs as {s.runtime_of(svc)!r}); "
+                    f"a VM needs at least {MIN_VM_MEMORY_MIB} MiB",
+                    svc.resources.memory_mib,
+                )
+            if svc.resources.disk_gib < MIN_VM_DISK_GIB:
+                raise _Err(
+                    ("services", i, "resources", "diskGib"),
+                    f"is too small for a VM root disk (a clone of the base image); "
+                    f"at least {MIN_VM_DISK_GIB} GiB",
+                    svc.resources.disk_gib,
+                )
             if not s.storage:
                 raise _Err(
                     ("services", i, "runtime"),
@@ -646,20 +760,73 @@ def config_key(key: str) -> str:
     return f"{PROJECT}:{key}"
 
 
+SHOWN_CHARS = 80
+"""How much of a bad value an error message shows (see :func:`show_value`)."""
+
+_MESSAGE_CHARS = 500
+"""Cap for a validator's own message text, which may embed the value it rejects."""
+
+
+def show_value(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` for an error message, cut at ``limit`` characters.
+
+    A cut value ends in ``…(N chars)`` (a string's length) or ``…(N items)`` (a list's or
+    mapping's); the work is bounded by ``limit``, not by the value, so a 16 MiB string or
+    a deeply nested list costs no more to show than a short one.
+    """
+    if isinstance(value, str):
+        text = repr(value[: limit + 1])
+        if len(value) <= limit and len(text) <= limit + 2:
+            return text
+        return f"{text[:limit]}…({len(value)} chars)"
+    if isinstance(value, dict | list | tuple | set | frozenset):
+        import reprlib
+
+        short = reprlib.Repr()  # keyword arguments only from Python 3.12
+        short.maxlevel, short.maxstring, short.maxother = 3, limit, limit
+        short.maxdict = short.maxlist = short.maxtuple = short.maxset = 8
+        text = short.repr(value)
+        if len(text) <= limit and "..." not in text:
+            return text
+        return f"{text[:limit]}…({len(value)} items)"
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long for Python to print
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= limit else f"{text[:limit]}…({len(text)} chars)"
+
+
+def _clip(text: str, limit: int = _MESSAGE_CHARS) -> str:
+    """Message text (not a value) cut at ``limit`` characters."""
+    return text if len(text) <= limit else f"{text[:limit]}…({len(text)} chars)"
+
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_/@$+-]([A-Za-z0-9_.:/@$+-]*[A-Za-z0-9_/@$+-])?$")
+
+
 def _fmt_loc(loc: tuple[str | int, ...]) -> str:
+    """``('services', 0, 'build')`` → ``services[0].build``.
+
+    Keys come from the stack file: one that is not plain (spaces, newlines, terminal
+    escapes, a whole paragraph) is shown quoted and cut, as ``["…"]``.
+    """
     out = ""
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) and not isinstance(part, bool):
             out += f"[{part}]"
-        else:
+        elif isinstance(part, str) and len(part) <= SHOWN_CHARS and _PLAIN_KEY.match(part):
             out += f".{part}" if out else part
+        else:
+            out += f"[{show_value(part)}]"
     return out
 
 
 def _describe(msg: str) -> str:
     msg = msg.removeprefix("Value error, ")
     msg = msg.replace("Extra inputs are not permitted", "unknown key")
-    return msg
+    if "\n" in msg:  # one message, one line
+        msg = " ".join(msg.split())
+    return _clip(msg)
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str] | None:
@@ -700,16 +867,33 @@ def spec_from_config(
 
     ``config`` maps namespaced keys (``twinstack:services``) or bare keys to values. Keys of
     other namespaces (``docker:host``, ``libvirt:uri``) are ignored; unknown ``twinstack:``
-    keys are errors. Secret config values (``{secure: ...}``) are not spec keys.
+    keys are errors. Secret config values (``{secure: ...}``) are not spec keys; a key that
+    a service's ``secrets`` references but that is set as plain config is an error that
+    says so (in the program too: the engine lists which keys are secret).
     """
     data: dict[str, Any] = {}
     for key, value in config.items():
+        if not isinstance(key, str):
+            raise SpecError(
+                f"{source}: config key {show_value(key)} is not a string; config keys are "
+                f"namespaced strings such as {config_key('runtime')}"
+            )
         ns, _, bare = key.rpartition(":")
         if ns and ns != PROJECT:
             continue
         if isinstance(value, dict) and set(value) == {"secure"}:
             continue  # a secret value referenced by build.secrets
         data[bare] = value
+    refs = _secret_refs(data)
+    if refs:
+        fields = {f.alias or n for n, f in StackSpec.model_fields.items()}
+        for bare in data:
+            if bare in refs and bare not in fields:
+                raise SpecError(
+                    f"{source}: {config_key(_fmt_loc((bare,)))}: is referenced by {refs[bare]} "
+                    "as a secret but is set as plain config (its value is not shown); set it "
+                    f"with `pulumi config set --secret {_clip(bare, SHOWN_CHARS)} <value>`"
+                )
     if runtime is not None:
         if runtime not in RUNTIMES:
             raise SpecError(
@@ -719,7 +903,73 @@ def spec_from_config(
     return validate_spec(data, source=source)
 
 
+def _secret_refs(data: Mapping[str, Any]) -> dict[str, str]:
+    """Config keys the (not yet validated) services read as secrets → the first key path
+    that references each (``twinstack:services[0].build.secrets.API_TOKEN``)."""
+    refs: dict[str, str] = {}
+    services = data.get("services")
+    if not isinstance(services, list):
+        return refs
+    for i, svc in enumerate(services):
+        if not isinstance(svc, Mapping):
+            continue
+        for kind in ("build", "image"):
+            src = svc.get(kind)
+            secrets = src.get("secrets") if isinstance(src, Mapping) else None
+            if not isinstance(secrets, Mapping):
+                continue
+            for env, key in secrets.items():
+                if isinstance(key, str):
+                    loc = ("services", i, kind, "secrets", env)
+                    refs.setdefault(key, config_key(_fmt_loc(loc)))
+    return refs
+
+
+def check_secrets_set(spec: StackSpec, config: Mapping[str, Any], *, source: str) -> None:
+    """Every secret a service references is set in the stack file's ``config``.
+
+    Only for a stack file's own config (``{secure: ...}`` values present): the program
+    (``twinstack/program.py``) checks the engine's config itself, where secrets arrive
+    decrypted and listed as secret keys.
+    """
+    for i, svc in enumerate(spec.services):
+        kind = "build" if svc.build is not None else "image"
+        for env, key in svc.secrets.items():
+            if config_key(key) in config or key in config:
+                continue
+            shown_key = _clip(key, SHOWN_CHARS)
+            raise SpecError(
+                f"{source}: {config_key(_fmt_loc(('services', i, kind, 'secrets', env)))}: "
+                f"config key {show_value(key)} is not set; run "
+                f"`pulumi config set --secret {shown_key} <value>`"
+            )
+
+
 _SPEC_KEYS_HINT = "see `twinstack schema` for every allowed key"
+
+
+def _first_error(exc: ValidationError, data: Mapping[str, Any]) -> Any:
+    """``exc.errors()[0]`` without converting every error.
+
+    A list of 100,000 bad items is 100,000 errors, and ``errors()`` spends seconds and
+    hundreds of MB building them all. With several errors the first is read from pydantic's
+    JSON (no inputs) and its input is looked up in ``data`` along its key path.
+    """
+    if exc.error_count() == 1:
+        return exc.errors()[0]  # keeps ctx["error"], e.g. an _Err with its own loc and value
+    import json
+
+    text = exc.json(include_url=False, include_context=True, include_input=False)
+    err, _ = json.JSONDecoder().raw_decode(text, 1)
+    value: Any = data
+    for part in err["loc"]:
+        # a part not found is a union/validator step, or the missing key: keep the parent
+        in_map = isinstance(value, Mapping) and part in value
+        in_list = isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value)
+        if in_map or in_list:
+            value = value[part]
+    err["input"] = value
+    return err
 
 
 def validate_spec(data: Mapping[str, Any], *, source: str) -> StackSpec:
@@ -727,12 +977,12 @@ def validate_spec(data: Mapping[str, Any], *, source: str) -> StackSpec:
     try:
         return StackSpec.model_validate(dict(data))
     except ValidationError as exc:
-        err = exc.errors()[0]
+        err = _first_error(exc, data)
         cause = err.get("ctx", {}).get("error")
         if isinstance(cause, _Err):
-            shown = "" if cause.value is None else f"{cause.value!r} "
+            shown = "" if cause.value is None else f"{show_value(cause.value)} "
             raise SpecError(
-                f"{source}: {config_key(_fmt_loc(cause.loc))}: {shown}{cause}".rstrip()
+                f"{source}: {config_key(_fmt_loc(cause.loc))}: {shown}{_describe(str(cause))}".rstrip()
             ) from None
         loc = tuple(err["loc"])
         # collapse pydantic's tagged-union steps (e.g. 'int', 'str') out of the path
@@ -743,19 +993,19 @@ def validate_spec(data: Mapping[str, Any], *, source: str) -> StackSpec:
             allowed = _allowed_keys(StackSpec, loc)
             what = f"allowed keys here: {', '.join(allowed)}" if allowed else _SPEC_KEYS_HINT
             raise SpecError(
-                f"{source}: {config_key(_fmt_loc(loc))}: unknown key {loc[-1]!r}; {what}"
+                f"{source}: {config_key(_fmt_loc(loc))}: unknown key {show_value(loc[-1])}; {what}"
             ) from None
         if err["type"] == "literal_error":
             ctx = err.get("ctx", {})
             raise SpecError(
-                f"{source}: {config_key(_fmt_loc(loc))}: {value!r} is not allowed; "
+                f"{source}: {config_key(_fmt_loc(loc))}: {show_value(value)} is not allowed; "
                 f"allowed: {ctx.get('expected', '')}"
             ) from None
         if err["type"] == "missing":
             raise SpecError(
                 f"{source}: {config_key(_fmt_loc(loc))}: required key is missing"
             ) from None
-        shown = "" if isinstance(value, dict) else f"{value!r}: "
+        shown = "" if isinstance(value, dict) else f"{show_value(value)}: "
         raise SpecError(f"{source}: {config_key(_fmt_loc(loc))}: {shown}{msg}") from None
 
 
@@ -768,41 +1018,294 @@ _TYPE_STEPS = {
 }
 
 
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# A stack file is untrusted input: whatever it holds, reading it must end within a bounded
+# time and memory. Each limit below is checked before the work it bounds is done.
+
+MAX_STACK_FILE_BYTES = 16 * 1024 * 1024
+"""Largest stack file read (16 MiB): checked before reading, so ``/dev/zero`` or a
+multi-gigabyte file costs nothing. Real stack files are a few KiB (a 1,000-service
+benchmark stack is 0.6 MiB)."""
+
+MAX_YAML_NODES = 100_000
+"""Most YAML nodes (scalars, lists, mappings; an alias counts as a copy of what it names)
+a stack file may expand to. Bounds "billion laughs" files (a few hundred bytes of nested
+anchors that expand to 10⁹ nodes) and files of millions of tiny nodes alike; the
+1,000-service benchmark stack has about 60,000. Counted on the parser's event stream,
+before anything is built, so merge keys (``<<: [*a, *a]``) are bounded too."""
+
+MAX_YAML_TEXT = MAX_STACK_FILE_BYTES
+"""Most characters of scalar text a stack file may expand to, aliases counted as copies:
+aliases cannot make the data larger than the largest file read."""
+
+MAX_YAML_DEPTH = 64
+"""Deepest nesting of lists and mappings. A spec value is at most 7 levels deep; libyaml's
+scanner slows quadratically with flow nesting and its composer recurses in C, so a file of
+100,000 ``[`` would otherwise take minutes or crash the interpreter."""
+
+MAX_INT_CHARS = 100
+"""Longest integer literal: Python refuses to convert integers over 4,300 digits, and no
+spec value needs more than 20."""
+
+_YAML = "tag:yaml.org,2002:"
+_PLAIN_TAGS = frozenset({"!", _YAML + "str", _YAML + "seq", _YAML + "map"})
+"""Explicit tags allowed (e.g. ``!!str 0755``); ``!!binary``, ``!!set``, ``!!python/...``
+and custom tags would make values that are not Pulumi config (bytes, sets, objects)."""
+
+_STRING_TAGS = frozenset({_YAML + "timestamp", _YAML + "value"})
+_LoaderBase: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Loader: Any = type(
+    "_StackLoader",
+    (_LoaderBase,),
+    {
+        # YAML 1.1 dates (2024-01-01) and `=` are strings in Pulumi config (Go's YAML 1.2
+        # reader), not datetime objects or a constructor error.
+        "yaml_implicit_resolvers": {
+            first: [(tag, rx) for tag, rx in resolvers if tag not in _STRING_TAGS]
+            for first, resolvers in _LoaderBase.yaml_implicit_resolvers.items()
+        }
+    },
+)
+"""The C safe loader when PyYAML has it (fast), with Pulumi's reading of dates."""
 
 
-def read_stack_file(path: Path) -> dict[str, Any]:
-    """Read a Pulumi stack file and return its ``config`` mapping."""
+def _read_bounded(path: Path) -> bytes:
+    """The file's bytes, refusing files over :data:`MAX_STACK_FILE_BYTES` before reading."""
+    import os
+
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_STACK_FILE_BYTES:
+                raise SpecError(_too_big(path, f"is {size:,} bytes"))
+            data = f.read(MAX_STACK_FILE_BYTES + 1)  # not a regular file: read no more
     except FileNotFoundError:
         raise SpecError(f"{path}: no such stack file") from None
     except OSError as exc:
-        raise SpecError(f"{path}: cannot read: {exc.strerror}") from None
+        raise SpecError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_STACK_FILE_BYTES:
+        raise SpecError(_too_big(path, f"is over {MAX_STACK_FILE_BYTES:,} bytes"))
+    return data
+
+
+def _too_big(path: Path, what: str) -> str:
+    return (
+        f"{path}: {what}; a stack file may be at most {MAX_STACK_FILE_BYTES:,} bytes "
+        f"({MAX_STACK_FILE_BYTES // 2**20} MiB)"
+    )
+
+
+def _decode(path: Path, data: bytes) -> str:
     try:
-        doc = yaml.load(text, Loader=_Loader) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(f"{path}:{where}: not valid YAML: {problem}") from None
-    if not isinstance(doc, dict):
-        raise SpecError(f"{path}: a stack file is a mapping with a `config:` key")
-    unknown = sorted(set(doc) - {"config", "secretsprovider", "encryptionsalt", "encryptedkey"})
-    if unknown:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at = exc.start
+        line_start = data.rfind(b"\n", 0, at) + 1
+        line = data.count(b"\n", 0, at) + 1
+        column = len(data[line_start:at].decode("utf-8")) + 1
         raise SpecError(
-            f"{path}: unknown top-level key(s) {unknown}; allowed: config, secretsprovider, "
-            "encryptionsalt, encryptedkey"
+            f"{path}: line {line}, column {column} (byte {at}): byte 0x{data[at]:02x} is not "
+            f"valid UTF-8 ({exc.reason}); stack files are UTF-8"
+        ) from None
+
+
+def _event_loc(frames: list[list[Any]]) -> str:
+    """Key path of the node being read (``twinstack:services[0].build``), from the open
+    collections; the top-level ``config`` step is left out, as in every other message."""
+    loc: list[str | int] = []
+    for is_map, _anchor, children, key, _nodes, _chars in frames:
+        if not is_map:
+            loc.append(children)
+        elif children % 2:
+            loc.append(key if isinstance(key, str) else "?")
+        # else: reading a key of this mapping: the mapping's own path names it
+    if len(loc) > 1 and loc[0] == "config":
+        loc = loc[1:]
+    return _clip(_fmt_loc(tuple(loc)), 2 * SHOWN_CHARS)  # 64 levels of [0] say no more
+
+
+def _check_events(loader: Any, path: Path) -> bool:
+    """Walk the parser's events once, enforcing the ``MAX_YAML_*`` limits, explicit tags,
+    integer length, one document and no recursive aliases; return whether the file holds a
+    document. Nothing is built: memory stays flat whatever the file expands to."""
+    frames: list[list[Any]] = []  # open collections: [is_map, anchor, children, key, nodes, chars]
+    anchors: dict[str, tuple[int, int]] = {}  # anchor → expanded (nodes, chars)
+    nodes = chars = 0
+    documents = 0
+
+    def fail(event: Any, what: str) -> SpecError:
+        where = _event_loc(frames)
+        line = f"line {event.start_mark.line + 1}"
+        return SpecError(f"{path}: {where + ': ' if where else ''}{what} ({line})")
+
+    def done(key: Any) -> None:  # a child of the innermost collection is complete
+        if frames:
+            top = frames[-1]
+            if top[0] and top[2] % 2 == 0:
+                top[3] = key
+            top[2] += 1
+
+    while loader.check_event():
+        event = loader.get_event()
+        kind = type(event)
+        if kind is yaml.ScalarEvent:
+            if event.tag is not None and event.tag not in _PLAIN_TAGS:
+                raise fail(event, f"YAML tag {show_value(event.tag)} is not supported{_TAG_HINT}")
+            value = event.value
+            if (
+                len(value) > MAX_INT_CHARS
+                and event.implicit[0]
+                and loader.resolve(yaml.ScalarNode, value, event.implicit) == _YAML + "int"
+            ):
+                raise fail(
+                    event,
+                    f"an integer of {len(value):,} characters is too long; at most "
+                    f"{MAX_INT_CHARS} (quote it if it is text)",
+                )
+            nodes += 1
+            chars += len(value)
+            if event.anchor is not None:
+                anchors[event.anchor] = (1, len(value))
+            done(value)
+        elif kind is yaml.AliasEvent:
+            size = anchors.get(event.anchor)
+            if size is None:
+                if any(f[1] == event.anchor for f in frames):
+                    raise fail(
+                        event,
+                        f"alias *{_clip(event.anchor, SHOWN_CHARS)} refers to a list or "
+                        "mapping that contains it; recursive values are not allowed",
+                    )
+                size = (1, 0)  # an undefined alias: the loader reports it
+            nodes += size[0]
+            chars += size[1]
+            done(None)
+        elif kind is yaml.SequenceStartEvent or kind is yaml.MappingStartEvent:
+            if event.tag is not None and event.tag not in _PLAIN_TAGS:
+                raise fail(event, f"YAML tag {show_value(event.tag)} is not supported{_TAG_HINT}")
+            if len(frames) >= MAX_YAML_DEPTH:
+                raise fail(
+                    event, f"is nested more than {MAX_YAML_DEPTH} lists/mappings deep; too deep"
+                )
+            frames.append([kind is yaml.MappingStartEvent, event.anchor, 0, None, nodes, chars])
+            nodes += 1
+        elif kind is yaml.SequenceEndEvent or kind is yaml.MappingEndEvent:
+            _is_map, anchor, _children, _key, nodes0, chars0 = frames.pop()
+            if anchor is not None:
+                anchors[anchor] = (nodes - nodes0, chars - chars0)
+            done(None)
+        elif kind is yaml.DocumentStartEvent:
+            documents += 1
+            if documents > 1:
+                raise fail(event, "holds a second YAML document (`---`); a stack file is one")
+            anchors.clear()
+        if nodes > MAX_YAML_NODES:
+            raise fail(
+                event,
+                f"expands to more than {MAX_YAML_NODES:,} YAML nodes (aliases counted as "
+                f"copies of what they name); a stack file may hold at most {MAX_YAML_NODES:,}",
+            )
+        if chars > MAX_YAML_TEXT:
+            raise fail(
+                event,
+                f"expands to more than {MAX_YAML_TEXT:,} characters of text (aliases counted "
+                f"as copies of what they name); a stack file may hold at most {MAX_YAML_TEXT:,}",
+            )
+    return documents > 0
+
+
+_TAG_HINT = "; stack files hold plain values: strings, numbers, booleans, null, lists and mappings"
+
+
+def _yaml_error(path: Path, text: str, exc: Exception) -> SpecError:
+    """One line naming the file, where, and what libyaml or the constructor objected to."""
+    mark = getattr(exc, "problem_mark", None)
+    if isinstance(exc, yaml.reader.ReaderError):
+        before = text[: exc.position]
+        line = before.count("\n") + 1
+        column = exc.position - (before.rfind("\n") + 1) + 1
+        where = f" line {line}, column {column}:"
+        char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1])
+        problem = f"character U+{char:04X} is not allowed ({exc.reason})"
+    else:
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+    return SpecError(f"{path}:{where} not valid YAML: {_clip(' '.join(str(problem).split()))}")
+
+
+def _load_yaml(path: Path, text: str) -> Any:
+    """Check the file's event stream against the limits, then load it (C loader)."""
+    import gc
+
+    # Both passes allocate only acyclic objects; the collector would walk them all,
+    # again and again, as they grow (half of the load time of a large file).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        checker = _Loader(text)
+        try:
+            has_document = _check_events(checker, path)
+        finally:
+            checker.dispose()
+        if not has_document:
+            return None
+        return yaml.load(text, Loader=_Loader)
+    except (yaml.YAMLError, ValueError) as exc:
+        if isinstance(exc, SpecError):
+            raise
+        raise _yaml_error(path, text, exc) from None
+    finally:
+        if collecting:
+            gc.enable()
+
+
+_TOP_LEVEL_KEYS = ("config", "secretsprovider", "encryptionsalt", "encryptedkey")
+_EMPTY = "a stack file is a mapping with a `config:` key holding twinstack:* keys"
+
+
+def read_stack_file(path: Path) -> dict[str, Any]:
+    """Read a Pulumi stack file and return its ``config`` mapping.
+
+    The file is untrusted: it is read within the ``MAX_*`` limits above, and anything
+    wrong with it (size, encoding, YAML, shape) is a :class:`SpecError` naming the file.
+    """
+    data = _read_bounded(path)
+    text = _decode(path, data)
+    del data
+    doc = _load_yaml(path, text)
+    if doc is None:
+        raise SpecError(f"{path}: is empty; {_EMPTY}")
+    if not isinstance(doc, dict):
+        raise SpecError(f"{path}: holds a {type(doc).__name__}, not a mapping; {_EMPTY}")
+    unknown = sorted((k for k in doc if k not in _TOP_LEVEL_KEYS), key=str)
+    if unknown:
+        shown = ", ".join(show_value(k) for k in unknown[:5])
+        raise SpecError(
+            f"{path}: unknown top-level key(s) {shown}{', …' if len(unknown) > 5 else ''}; "
+            f"allowed: {', '.join(_TOP_LEVEL_KEYS)}"
         )
-    config = doc.get("config") or {}
+    config = doc.get("config")
+    if config is None:
+        return {}
     if not isinstance(config, dict):
-        raise SpecError(f"{path}: config: must be a mapping of keys to values")
+        raise SpecError(
+            f"{path}: config: must be a mapping of keys to values, got {show_value(config)}"
+        )
+    for key in config:
+        if not isinstance(key, str):
+            raise SpecError(
+                f"{path}: config: key {show_value(key)} is not a string; config keys are "
+                f"namespaced strings such as {config_key('runtime')}"
+            )
     return config
 
 
 def load_stack(path: Path, runtime: str | None = None) -> StackSpec:
-    """Read and validate a stack file (``stacks/Pulumi.<stack>.yaml``)."""
-    return spec_from_config(read_stack_file(path), source=str(path), runtime=runtime)
+    """Read and validate a stack file (``stacks/Pulumi.<stack>.yaml``), including that
+    every secret its services reference is set (``pulumi config set --secret``)."""
+    config = read_stack_file(path)
+    spec = spec_from_config(config, source=str(path), runtime=runtime)
+    check_secrets_set(spec, config, source=str(path))
+    return spec
 
 
 def json_schema() -> dict[str, Any]:

@@ -10,9 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from components.grammar import STACK_NAME
 from components.infra import HostNeeds, HostProviders, Network, Storage
 from components.service import Context, SecretLookup, Service, realizations_for
 from components.spec import StackSpec, VmImage
+from twinstack.errors import SpecError
 
 BUILD_ROOT = Path(".twinstack/build")
 """Where rendered Docker build contexts are written (relative to the project)."""
@@ -41,6 +43,10 @@ def build_stack(
     build_root: Path = BUILD_ROOT,
 ) -> dict[str, Any]:
     """Declare networks, storage and services; return the stack outputs."""
+    try:
+        STACK_NAME.check(stack_name)  # it names the build folder of every image
+    except ValueError as exc:
+        raise SpecError(f"stack {stack_name!r}: {exc}") from None
     providers = {name: HostProviders(name, host) for name, host in spec.hosts.items()}
 
     net_needs: dict[str, dict[str, HostNeeds]] = {}

@@ -236,6 +236,7 @@ cmd_status() {
 
 cmd_install() {
   need_root
+  mkdir -p "$RUN_DIR" "$LOG_DIR"  # the apt and pip logs go there, even on a new machine
   install_packages
   install_libvirt_python
 }

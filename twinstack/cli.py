@@ -1,12 +1,15 @@
 """The ``twinstack`` command line.
 
 Every command turns a :class:`~twinstack.errors.TwinstackError` into one message on
-stderr and exit code 2; no traceback reaches a user.
+stderr and exit code 2; no traceback reaches a user. Anything else that escapes a command
+is a bug: :func:`main` reports it as one "internal error" line, also exit 2 (the command
+could not run), and ``TWINSTACK_DEBUG=1`` shows its traceback.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,6 +27,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+DEBUG_ENV = "TWINSTACK_DEBUG"
+"""Set (non-empty) to let an internal error's traceback through."""
 
 _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -112,6 +118,8 @@ def validate(
 
 
 # --- commands contributed by other modules (one import + one registration each) ---------
+# Each module imports only typer at load time and the rest inside its command, so that
+# `validate` and `--help` answer without loading pulumi, matplotlib or libvirt.
 from twinstack.density.command import diff_command  # noqa: E402 (issue 4: diff)
 
 app.command("diff")(diff_command)
@@ -136,6 +144,17 @@ def main() -> None:
     except KeyboardInterrupt:
         _err.print("interrupted")
         raise SystemExit(130) from None
+    except Exception as exc:  # a bug: still one line, exit 2 ("could not run"), no traceback
+        if os.environ.get(DEBUG_ENV):
+            raise
+        what = " ".join(f"{type(exc).__name__}: {exc}".split())
+        if len(what) > 300:
+            what = f"{what[:300]}…"
+        _err.print(
+            f"[bold red]error:[/] internal error ({escape(what)}); this is a bug in twinstack, "
+            f"please report it (set {DEBUG_ENV}=1 for the traceback)"
+        )
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -155,17 +155,25 @@ def _mock_config(
     config: Mapping[str, Any], runtime: str | None
 ) -> tuple[dict[str, str], list[str]]:
     """Stack-file config as the engine passes it: strings, JSON for objects; secrets as
-    ``[secret:<key>]`` placeholders (the offline plan never decrypts)."""
+    ``[secret:<key>]`` placeholders (the offline plan never decrypts).
+
+    Only the program's own keys (``twinstack:*``, and bare keys, which are its too) are
+    JSON-encoded: they are all it reads (``spec_from_config`` skips other namespaces and
+    components never read config). Keys of other namespaces (``docker:host``) are passed
+    as they are when they are strings or scalars; their lists and mappings are left out
+    rather than encoded for no reader.
+    """
     out: dict[str, str] = {}
     secret_keys: list[str] = []
     for key, value in config.items():
+        ns = key.rpartition(":")[0]  # as spec_from_config splits keys
         full = key if ":" in key else f"{PROJECT}:{key}"
         if isinstance(value, dict) and set(value) == {"secure"}:
             out[full] = f"[secret:{full.split(':', 1)[1]}]"
             secret_keys.append(full)
         elif isinstance(value, str):
             out[full] = value
-        else:
+        elif ns in ("", PROJECT) or not isinstance(value, dict | list):
             out[full] = json.dumps(value)
     if runtime is not None:
         out[f"{PROJECT}:runtime"] = runtime
@@ -231,6 +239,27 @@ def run_program(
     return monitor
 
 
+def tree_order(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records in a fixed order whatever order the SDK registered them in (it resolves
+    outputs concurrently): the resource tree depth first, siblings by (type, name), so the
+    same stack always gives the same plan document."""
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for rec in records:
+        children.setdefault(rec["parent"], []).append(rec)
+    for kids in children.values():
+        kids.sort(key=lambda r: (r["type"], r["name"]))
+    out: list[dict[str, Any]] = []
+    stack = list(reversed(children.get(None, [])))
+    while stack:
+        rec = stack.pop()
+        out.append(rec)
+        stack.extend(reversed(children.get(rec["urn"], [])))
+    if len(out) != len(records):  # a parent that was never registered: keep the rest too
+        seen = {id(r) for r in out}
+        out += sorted((r for r in records if id(r) not in seen), key=lambda r: r["urn"])
+    return out
+
+
 def plan_stack(
     stack: str,
     runtime: str | None = None,
@@ -272,7 +301,7 @@ def plan_stack(
         "stackFile": shown,
         "runtime": monitor.stack_outputs.get("runtime", runtime),
         "preview": preview,
-        "resources": monitor.records,
+        "resources": tree_order(monitor.records),
         "outputs": monitor.stack_outputs,
     }
 

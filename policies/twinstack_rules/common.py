@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import posixpath
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -116,3 +117,55 @@ def num(value: Any) -> float | None:
         return float(str(value).strip())
     except ValueError:
         return None
+
+
+# ----------------------------------------------------------- shared by several rule modules
+
+
+def secret_looking_key(key: str) -> bool:
+    """Whether an environment variable's *name* looks like a secret.
+
+    The heuristic is docker-no-env-secrets' (``container.SECRET_KEY_RE``), so a service is
+    judged the same in both runtimes. Imported on use: ``container`` imports this module.
+    """
+    from twinstack_rules.container import SECRET_KEY_RE
+
+    return bool(SECRET_KEY_RE.search(key))
+
+
+def credential_looking_value(value: str) -> bool:
+    """Whether a value looks like a credential (``container.SECRET_VALUE_RES``: private
+    keys, AWS/GitHub/Slack tokens), whatever its variable is called."""
+    from twinstack_rules.container import SECRET_VALUE_RES
+
+    return any(rx.search(value) for rx in SECRET_VALUE_RES)
+
+
+SECRET_PLACEHOLDER_RE = re.compile(r"\[secret:[^\]\s]+\]")
+"""The offline plan's stand-in for a Pulumi secret value (``renderers.secret_placeholders``
+and ``twinstack.plan``): a value containing one was filled from a secret."""
+
+
+class _Unknown:
+    def __repr__(self) -> str:
+        return "<unknown>"
+
+
+UNKNOWN_VALUE: Any = _Unknown()
+"""What :func:`peek` returns for a value that is unknown during preview."""
+
+
+def peek(props: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    """``props.get(key, default)``, but :data:`UNKNOWN_VALUE` instead of raising when the
+    value is unknown during preview.
+
+    Only for references a rule can resolve another way, such as the id of a resource still
+    to be created (unknown in every preview; the dependency URNs say the same thing). Every
+    other value is read normally, so that the SDK reports its "can't run policy" advisory.
+    """
+    from pulumi_policy.proxy import UnknownValueError
+
+    try:
+        return props.get(key, default)
+    except UnknownValueError:
+        return UNKNOWN_VALUE

@@ -4,20 +4,19 @@ These are stack policies (``AnalyzeStack``): they see every resource at once, wi
 ``.resource_type``, ``.name``, ``.urn``, ``.props``, ``.opts`` (protect,
 delete_before_replace, ...), ``.parent`` and ``.dependencies``. Parity is computed from the
 recorded inputs of both realizations, not from the spec, so it catches a realization that
-drifted from its twin.
+drifted from its twin: :mod:`twinstack_rules.facts` turns each side's inputs into a fact
+sheet with the same fact names, and ``runtime-parity`` compares the sheets.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import re
-from collections.abc import Mapping
 from typing import Any
 
 import yaml
 from pulumi_policy import PolicyConfigSchema, StackValidationPolicy
 
+from twinstack_rules import facts, formats
 from twinstack_rules.common import (
     DOCKER_CONTAINER,
     DOCKER_NETWORK,
@@ -27,10 +26,13 @@ from twinstack_rules.common import (
     LIBVIRT_NETWORK,
     LIBVIRT_POOL,
     LIBVIRT_VOLUME,
+    SECRET_PLACEHOLDER_RE,
     Report,
     config,
+    credential_looking_value,
     docker_labels,
     num,
+    secret_looking_key,
 )
 
 LIMIT_DEFAULTS: dict[str, float] = {
@@ -39,19 +41,6 @@ LIMIT_DEFAULTS: dict[str, float] = {
     "minCpus": 0.1,
     "maxCpus": 16,
 }
-
-
-def _domain_facts(props: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``{"twinstack": {...}}`` facts a domain carries in its description."""
-    description = props.get("description")
-    if not isinstance(description, str):
-        return {}
-    try:
-        doc = json.loads(description)
-    except ValueError:
-        return {}
-    facts = doc.get("twinstack") if isinstance(doc, dict) else None
-    return facts if isinstance(facts, dict) else {}
 
 
 # --------------------------------------------------------------------------- limits
@@ -103,106 +92,123 @@ def limits_within_bounds(args: Any, report: Report) -> None:
 
 # --------------------------------------------------------------------------- parity
 
-_UNREADABLE = object()
+
+def _text(facet: str, value: Any) -> str:
+    """A fact value for a message, in full."""
+    if value is None:
+        return "none"
+    if isinstance(value, facts.Undecodable):
+        return str(value)
+    if not facts.comparable(value):
+        return str(value.text)
+    if isinstance(value, frozenset):
+        return "[" + ", ".join(sorted(value)) + "]"
+    if facet == "restart" and isinstance(value, tuple) and value:
+        extra = ""
+        if len(value) > 1:
+            extra = f", {value[1]} retries" if value[0] == "on-failure" else f", {value[1]}"
+        return f"{value[0]}{extra}"
+    if isinstance(value, tuple) and value[:1] == ("exec",):
+        return "exec " + json.dumps(list(value[1:]))
+    if isinstance(value, tuple):
+        return json.dumps(list(value))
+    if isinstance(value, str):
+        return json.dumps(value)
+    return str(value)
 
 
-def _env_keys(entries: Any) -> Any:
-    if isinstance(entries, str):
-        return _UNREADABLE  # a redacted secret ("[secret]")
-    keys = set()
-    for entry in entries:
-        key, sep, _ = str(entry).partition("=")
-        if sep:
-            keys.add(key)
+def _clip(text: str, start: int, limit: int) -> str:
+    head = "..." if start > 0 else ""
+    tail = "..." if len(text) > start + limit else ""
+    return head + text[start : start + limit] + tail
+
+
+def _show_pair(facet: str, a: Any, b: Any, limit: int = 60) -> tuple[str, str]:
+    """Both values, each cut to ``limit`` characters around where they first differ."""
+    ta, tb = _text(facet, a), _text(facet, b)
+    if isinstance(a, facts.Undecodable) or isinstance(b, facts.Undecodable):
+        return _clip(ta, 0, 160), _clip(tb, 0, 160)
+    if len(ta) <= limit and len(tb) <= limit:
+        return ta, tb
+    same = 0
+    while same < min(len(ta), len(tb)) and ta[same] == tb[same]:
+        same += 1
+    start = max(0, same - limit // 3)
+    return _clip(ta, start, limit), _clip(tb, start, limit)
+
+
+def _show_env(a: Any, b: Any, hidden: bool) -> tuple[str, str]:
+    """The variables that differ (all of one side's when the other has no environment to
+    compare); values hidden when they may be secrets."""
+    dicts = [env for env in (a, b) if isinstance(env, dict)]
+    if len(dicts) == 2:
+        keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    else:
+        keys = sorted({k for env in dicts for k in env})
+
+    def one(env: dict[str, str], key: str) -> str:
+        if key not in env:
+            return f"{key} unset"
+        value = env[key]
+        secret = (
+            hidden
+            or secret_looking_key(key)
+            or bool(SECRET_PLACEHOLDER_RE.search(value))
+            or credential_looking_value(value)
+        )
+        return f"{key}=<hidden>" if secret else f"{key}={_clip(json.dumps(value), 0, 40)}"
+
+    def side(env: Any) -> str:
+        if not isinstance(env, dict):
+            return _clip(_text("env", env), 0, 160)
+        if not keys:
+            return "no variables"
+        rest = len(keys) - 5
+        more = f", and {rest} more" if rest > 0 else ""
+        return "{" + ", ".join(one(env, k) for k in keys[:5]) + more + "}"
+
+    return side(a), side(b)
+
+
+def _ignored(args: Any) -> set[str]:
+    ignore: set[str] = set()
+    for name in config(args, "ignore", []):
+        ignore.update(facts.GROUPS.get(name, (name,)))
+    return ignore
+
+
+def _differs(a: Any, b: Any) -> bool:
+    if not facts.comparable(a) or not facts.comparable(b):
+        return False  # a secret, an unknown, or the image's own setting
+    return isinstance(a, facts.Undecodable) or isinstance(b, facts.Undecodable) or a != b
+
+
+def _declared_secrets(user_data: Any) -> frozenset[str]:
+    """Variables a twinstack user-data's env files declare as filled from Pulumi secrets."""
+    if not isinstance(user_data, str) or not user_data.startswith("#cloud-config"):
+        return frozenset()
+    try:
+        doc = yaml.safe_load(user_data)
+    except yaml.YAMLError:
+        return frozenset()
+    keys: set[str] = set()
+    for item in (doc or {}).get("write_files") or [] if isinstance(doc, dict) else []:
+        if isinstance(item, dict) and isinstance(item.get("content"), str):
+            keys |= formats.declared_secret_keys(item["content"])
     return frozenset(keys)
 
 
-def _user_data_doc(props: Mapping[str, Any]) -> dict[str, Any] | None:
-    text = props.get("userData")
-    if not isinstance(text, str) or not text.lstrip().startswith("#cloud-config"):
-        return None  # redacted secret, or not a cloud-config document
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-_ENV_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=", re.MULTILINE)
-
-
-def _container_facets(res: Any) -> dict[str, Any]:
-    props = res.props
-    facets: dict[str, Any] = {}
-    facets["memory"] = num(props.get("memory"))
-    cpus = num(props.get("cpus"))
-    facets["vcpus"] = math.ceil(cpus) if cpus else None
-    facets["env"] = _env_keys(props.get("envs") or [])
-    facets["volumes"] = frozenset(
-        str(m.get("target")) for m in (props.get("mounts") or []) if m.get("type") == "volume"
-    )
-    check = props.get("healthcheck")
-    tests = [str(t) for t in (check.get("tests") or [])] if check else []
-    facets["health"] = tests[-1].strip() if tests and tests[0].upper() != "NONE" else None
-    labels = docker_labels(props)
-    if "twinstack.ports" in labels:
-        facets["ports"] = frozenset(p for p in labels["twinstack.ports"].split(",") if p)
-    return facets
-
-
-def _vm_facets(domain: Any, user_data: dict[str, Any] | None, service: str) -> dict[str, Any]:
-    props = domain.props
-    facts = _domain_facts(props)
-    facets: dict[str, Any] = {"memory": num(props.get("memory")), "vcpus": num(props.get("vcpu"))}
-    if facets["vcpus"] is not None:
-        facets["vcpus"] = int(facets["vcpus"])
-    if user_data is None:
-        for key in ("env", "volumes", "health"):
-            facets[key] = _UNREADABLE
-    else:
-        files = {
-            str(f.get("path")): str(f.get("content") or "")
-            for f in user_data.get("write_files") or []
-            if isinstance(f, dict)
-        }
-        env_file = files.get(f"/etc/twinstack/{service}.env")
-        facets["env"] = (
-            frozenset(_ENV_LINE.findall(env_file)) if env_file is not None else frozenset()
-        )
-        facets["volumes"] = frozenset(
-            str(m[1]) for m in user_data.get("mounts") or [] if isinstance(m, list) and len(m) > 1
-        )
-        health = next((c for p, c in files.items() if p.endswith(f"/health-{service}")), None)
-        facets["health"] = health.strip() if health is not None else None
-    if isinstance(facts.get("ports"), list):
-        facets["ports"] = frozenset(str(p) for p in facts["ports"])
-    return facets
-
-
-_FACET_LABELS = {
-    "memory": "memory (MiB)",
-    "vcpus": "vCPUs (container cpus rounded up)",
-    "env": "environment keys",
-    "volumes": "volume mount paths",
-    "health": "health check",
-    "ports": "ports",
-}
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "none"
-    if isinstance(value, frozenset):
-        return "[" + ", ".join(sorted(value)) + "]" if value else "[]"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    text = str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _seed_of(domain: Any, cloud_init: dict[str, Any]) -> Any:
+    for dep in domain.dependencies:
+        if dep.resource_type == LIBVIRT_CLOUD_INIT:
+            return dep
+    # fall back to naming: <realization>-<i>-cloudinit
+    return next((c for c in cloud_init.values() if c.name == f"{domain.name}-cloudinit"), None)
 
 
 def runtime_parity(args: Any, report: Report) -> None:
-    """A service deployed in both runtimes must look the same in both."""
-    ignore = set(config(args, "ignore", []))
+    """A service deployed in both runtimes must behave the same in both."""
+    ignore = _ignored(args)
     containers: dict[tuple[str, str], Any] = {}
     domains: dict[tuple[str, str], Any] = {}
     cloud_init: dict[str, Any] = {}
@@ -213,38 +219,58 @@ def runtime_parity(args: Any, report: Report) -> None:
             if service and replica is not None:
                 containers[(service, str(replica))] = res
         elif res.resource_type == LIBVIRT_DOMAIN:
-            facts = _domain_facts(res.props)
-            if facts.get("service") is not None and facts.get("replica") is not None:
-                domains[(str(facts["service"]), str(facts["replica"]))] = res
+            described = facts.domain_description(res.props)
+            if described.get("service") is not None and described.get("replica") is not None:
+                domains[(str(described["service"]), str(described["replica"]))] = res
         elif res.resource_type == LIBVIRT_CLOUD_INIT:
             cloud_init[res.urn] = res
     for key in sorted(set(containers) & set(domains)):
         service, replica = key
         container, domain = containers[key], domains[key]
-        seed = None
-        for dep in domain.dependencies:
-            if dep.resource_type == LIBVIRT_CLOUD_INIT:
-                seed = dep
-        if seed is None:  # fall back to naming: <realization>-<i>-cloudinit
-            seed = next(
-                (c for c in cloud_init.values() if c.name == f"{domain.name}-cloudinit"), None
-            )
-        user_data = _user_data_doc(seed.props) if seed is not None else None
-        left, right = _container_facets(container), _vm_facets(domain, user_data, service)
-        for facet, label in _FACET_LABELS.items():
-            if facet in ignore or facet not in left or facet not in right:
+        seed = _seed_of(domain, cloud_init)
+        left = facts.container_facts(container.props)
+        right = facts.vm_facts(
+            domain.props, seed.props.get("userData") if seed is not None else None, service
+        )
+        # values are never shown when either side says some come from Pulumi secrets
+        hidden = bool(docker_labels(container.props).get("twinstack.secret-env")) or bool(
+            _declared_secrets(seed.props.get("userData") if seed is not None else None)
+        )
+        diffs: dict[str, tuple[Any, Any]] = {}
+        for facet in facts.FACETS:
+            if facet.name in ignore or facet.name not in left or facet.name not in right:
+                continue  # health.* facets exist only where there is a probe
+            if facet.depends_on is not None and not all(
+                side.get(facet.depends_on) is not None
+                and facts.comparable(side.get(facet.depends_on))
+                for side in (left, right)
+            ):
                 continue
-            a, b = left[facet], right[facet]
-            if a is _UNREADABLE or b is _UNREADABLE:
-                continue  # redacted secret or unknown: nothing to compare
-            if a != b:
-                report(
-                    f"Service '{service}' replica {replica} differs between runtimes in "
-                    f"{label}: container '{container.name}' has {_show(a)}, VM "
-                    f"'{domain.name}' has {_show(b)}. Derive both realizations from the same "
-                    "spec fields (components.renderers), or list the facet in `ignore`.",
-                    container.urn,
-                )
+            if _differs(left[facet.name], right[facet.name]):
+                diffs[facet.name] = (left[facet.name], right[facet.name])
+        for facet in facts.FACETS:
+            if facet.name not in diffs:
+                continue
+            if facet.same_as is not None and diffs.get(facet.same_as) == diffs[facet.name]:
+                continue  # the same difference, reported once for the service itself
+            also = [
+                f.name
+                for f in facts.FACETS
+                if f.same_as == facet.name and diffs.get(f.name) == diffs[facet.name]
+            ]
+            probe = f" (so does the health probe's: {', '.join(also)})" if also else ""
+            a, b = diffs[facet.name]
+            if facet.name in ("env", "health.env"):
+                shown_a, shown_b = _show_env(a, b, hidden)
+            else:
+                shown_a, shown_b = _show_pair(facet.name, a, b)
+            report(
+                f"Service '{service}' replica {replica} differs between runtimes in "
+                f"{facet.label} [{facet.name}]{probe}: container '{container.name}' has "
+                f"{shown_a}, VM '{domain.name}' has {shown_b}. {facet.fix}; or list "
+                f"'{facet.name}' in this policy's `ignore` config.",
+                container.urn,
+            )
 
 
 # --------------------------------------------------------------------------- replacement
@@ -311,15 +337,23 @@ POLICIES: list[StackValidationPolicy] = [
     StackValidationPolicy(
         name="runtime-parity",
         description=(
-            "A service deployed as both VM and container has the same ports, environment "
-            "keys, volumes, limits and health check in both."
+            "A service deployed as both VM and container runs the same way in both: user, "
+            "working directory, command, environment, ports, restart policy, limits, "
+            "volumes and health probe."
         ),
         validate=runtime_parity,
         config_schema=PolicyConfigSchema(
             properties={
                 "ignore": {
                     "type": "array",
-                    "items": {"type": "string", "enum": sorted(_FACET_LABELS)},
+                    "description": (
+                        "Facets not to compare (twinstack_rules.facts.FACETS); "
+                        "`health` stands for every health.* facet."
+                    ),
+                    "items": {
+                        "type": "string",
+                        "enum": sorted([*facts.FACET_NAMES, *facts.GROUPS]),
+                    },
                     "default": [],
                 }
             }

@@ -89,7 +89,7 @@ def test_container_only_calibration_has_no_vm_figures() -> None:
 def test_diff_marks_the_measured_figures(
     raw: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from twinstack.density.command import build_report
+    from twinstack.density.diffing import build_report
 
     path = tmp_path / "calibration.json"
     path.write_text(json.dumps(report.calibration_doc(raw)))

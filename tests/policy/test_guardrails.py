@@ -6,6 +6,8 @@ import copy
 import json
 from typing import Any
 
+import yaml
+
 from ._support import UNKNOWN, Pack, resource, unknown_message
 
 CONTAINER = "docker:index/container:Container"
@@ -15,12 +17,27 @@ VOLUME = "libvirt:index/volume:Volume"
 PACK = "twinstack-guardrails"
 
 HEALTH = "exec true"
-USER_DATA = (
-    "#cloud-config\nwrite_files:\n"
-    '  - {path: /etc/twinstack/web.env, content: "PORT=\\"8080\\"\\n"}\n'
-    f'  - {{path: /usr/local/lib/twinstack/health-web, content: "{HEALTH}\\n"}}\n'
-    "mounts:\n  - [LABEL=x, /var/lib/web, ext4, defaults, '0', '2']\n"
+USER_DATA = "#cloud-config\n" + yaml.safe_dump(
+    {
+        "write_files": [
+            {"path": "/etc/twinstack/web.env", "content": 'PORT="8080"\n'},
+            {
+                "path": "/etc/systemd/system/web.service",
+                "content": "[Service]\nEnvironmentFile=/etc/twinstack/web.env\n"
+                'ExecStart="/usr/bin/web"\n',
+            },
+            {"path": "/usr/local/lib/twinstack/health-web", "content": f"{HEALTH}\n"},
+            {
+                "path": "/etc/systemd/system/twinstack-health-web.service",
+                "content": "[Service]\nType=oneshot\nEnvironmentFile=/etc/twinstack/web.env\n"
+                'ExecStart="/bin/bash" "/usr/local/lib/twinstack/health-web"\n',
+            },
+        ],
+        "mounts": [["LABEL=x", "/var/lib/web", "ext4", "defaults", "0", "2"]],
+    }
 )
+"""The VM side of ``container()``: parity-complete (a plan of a real stack is in
+test_parity_facts.py); the container leaves user, directory and command to its image."""
 
 
 def container(**over: Any) -> dict[str, Any]:
@@ -83,15 +100,19 @@ def test_parity_reports_every_differing_facet(guardrails_pack: Pack) -> None:
     text = "\n".join(d.message for d in diags)
     assert len(diags) == 3, text
     assert (
-        "differs between runtimes in memory (MiB): container 'web-container-0' has 768, "
-        "VM 'web-vm-0' has 512" in text
+        "differs between runtimes in memory (MiB) [memory]: container 'web-container-0' has "
+        "768, VM 'web-vm-0' has 512. Both realizations are rendered from the same spec "
+        "(components.service, components.renderers): re-plan both instead of editing one side "
+        "(spec `resources.memoryMib`); or list 'memory' in this policy's `ignore` config." in text
     )
+    # the probe runs with the service's environment: one report names both facets
     assert (
-        "in environment keys: container 'web-container-0' has [PORT], VM 'web-vm-0' has [HOST]"
-        in text
-    )
+        "in environment [env] (so does the health probe's: health.env): container "
+        """'web-container-0' has {HOST unset, PORT="8080"}, VM 'web-vm-0' has """
+        """{HOST="8080", PORT unset}."""
+    ) in text
     assert (
-        "in volume mount paths: container 'web-container-0' has [/var/lib/web], "
+        "in volume mount paths [volumes]: container 'web-container-0' has [/var/lib/web], "
         "VM 'web-vm-0' has [/data]" in text
     )
 
@@ -101,7 +122,7 @@ def test_parity_health_and_ignore(guardrails_pack: Pack) -> None:
     res[0]["inputs"].pop("healthcheck")
     diags = guardrails_pack.analyze_stack(res)
     assert [d.message.split("\n")[1][:60] for d in diags] == [
-        "Service 'web' replica 0 differs between runtimes in health c"
+        "Service 'web' replica 0 differs between runtimes in health p"
     ]
     try:
         guardrails_pack.configure({"runtime-parity": {"ignore": ["health"]}})

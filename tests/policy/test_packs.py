@@ -61,6 +61,7 @@ def test_unsafe_stack_yaml_planned(unsafe_plan: dict) -> None:
         ("mandatory", "docker-ports-loopback", "web-container-0"),
         ("mandatory", "docker-read-only-rootfs", "web-container-0"),
         ("mandatory", "docker-restart-bounded", "web-container-0"),
+        ("mandatory", "libvirt-no-env-secrets", "web-vm-0-cloudinit"),
         ("mandatory", "libvirt-pool-location", "data-local-pool"),
         ("mandatory", "libvirt-protect-stateful", "web-vm-0-data"),
         ("mandatory", "libvirt-protect-stateful", "data-local-pool"),

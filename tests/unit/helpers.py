@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,11 @@ import yaml
 from twinstack.plan import SIG_KEY, plan_stack
 
 REPO = Path(__file__).resolve().parents[2]
+# the policy packs' format readers (policies/ is the packs' own import root)
+if str(REPO / "policies") not in sys.path:
+    sys.path.insert(0, str(REPO / "policies"))
+from twinstack_rules import formats  # noqa: E402
+
 VENV_BIN = REPO / ".venv" / "bin"
 
 BASE: dict[str, Any] = {
@@ -123,26 +129,8 @@ def written_file(ud: dict[str, Any], path: str) -> str | None:
 
 
 def parse_env_file(text: str) -> dict[str, str]:
-    """Parse the systemd EnvironmentFile lines ``KEY="value"`` the renderer writes."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line:
-            continue
-        key, _, quoted = line.partition("=")
-        assert quoted.startswith('"') and quoted.endswith('"'), line
-        body = quoted[1:-1]
-        value, i = [], 0
-        while i < len(body):
-            ch = body[i]
-            if ch == "\\" and i + 1 < len(body):
-                nxt = body[i + 1]
-                value.append("\n" if nxt == "n" else nxt)
-                i += 2
-                continue
-            value.append(ch)
-            i += 1
-        out[key] = "".join(value)
-    return out
+    """Variables of a systemd EnvironmentFile, decoded by the policies' reader."""
+    return formats.read_env_file(text)
 
 
 def dumps(value: Any) -> str:

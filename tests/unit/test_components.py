@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from components import renderers
+from components.provider_forms import docker_cpus
 from components.spec import StackSpec, load_stack
 from twinstack.errors import TwinstackError
 from twinstack.plan import SIG_KEY, plan_stack
@@ -98,7 +99,7 @@ CONFIG: dict[str, Any] = {
                 "vm": {"source": "https://images.example/nginx.qcow2", "checksum": CHECKSUM},
                 "command": ["/usr/sbin/nginx", "-g", "daemon off;"],
             },
-            "resources": {"vcpus": 2, "memoryMib": 128},
+            "resources": {"vcpus": 2, "memoryMib": 256},
             "ports": [{"name": "https", "port": 443, "hostPort": 8443}],
             "restart": {"policy": "unless-stopped"},
         },
@@ -258,7 +259,7 @@ def test_libvirt_domains(world: dict[str, Any], runtime: str) -> None:
             assert inp["vcpu"] == math.ceil(svc.resources.vcpus)
             assert inp["type"] == host.domain_type
             assert ("cpu" in inp) == (host.domain_type == "kvm")
-            assert inp["autostart"] is True and inp["qemuAgent"] is True
+            assert inp["autostart"] is True and inp["qemuAgent"] is False  # see test_provider_forms
             assert inp["consoles"] == [{"type": "pty", "targetPort": "0", "targetType": "serial"}]
             assert d["deleteBeforeReplace"] is True
             seed = by_name(
@@ -365,7 +366,7 @@ def test_docker_containers(world: dict[str, Any], runtime: str) -> None:
             # the provider multiplies `memory` by 1024*1024: the input is MiB
             assert inp["memory"] == svc.resources.memory_mib
             assert inp["memorySwap"] == svc.resources.memory_mib
-            assert inp["cpus"] == f"{svc.resources.vcpus:g}"
+            assert inp["cpus"] == docker_cpus(svc.resources.vcpus)  # the provider's form
             assert isinstance(inp["cpus"], str)
             published = [p for p in svc.ports if p.host_port is not None]
             assert inp.get("ports", []) == [

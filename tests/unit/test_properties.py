@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import shlex
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from twinstack.plan import plan_stack
 
 from .helpers import (
     by_name,
+    formats,
     labels,
     make_project,
     parse_env_file,
@@ -56,8 +56,8 @@ def services(draw: st.DrawFn, index: int, nets: list[str], pools: list[str]) -> 
         svc["ports"] = ports
     svc["resources"] = {
         "vcpus": draw(st.sampled_from([0.25, 0.5, 1, 1.5, 2, 3, 4.75])),
-        "memoryMib": draw(st.integers(1, 65536)),
-        "diskGib": draw(st.integers(1, 64)),
+        "memoryMib": draw(st.integers(256, 65536)),  # a VM's minimum (any runtime can be vm)
+        "diskGib": draw(st.integers(2, 64)),
     }
     vols = []
     for j, path in enumerate(
@@ -99,7 +99,7 @@ def services(draw: st.DrawFn, index: int, nets: list[str], pools: list[str]) -> 
         svc["healthCheck"] = hc
     svc["replicas"] = draw(st.integers(1, 3))
     policy = draw(st.sampled_from(["no", "on-failure", "always", "unless-stopped"]))
-    svc["restart"] = {"policy": policy, "maxRetries": draw(st.integers(0, 10))}
+    svc["restart"] = {"policy": policy, "maxRetries": draw(st.integers(1, 10))}
     choice = draw(st.sampled_from(["default", "subset", "none"]))
     if choice == "subset":
         svc["networks"] = draw(st.lists(st.sampled_from(nets), unique=True, min_size=1))
@@ -113,11 +113,10 @@ def services(draw: st.DrawFn, index: int, nets: list[str], pools: list[str]) -> 
     }
     if draw(st.booleans()):
         build: dict[str, Any] = {
-            "command": draw(
-                st.lists(
-                    st.text(alphabet="abc-/ '", min_size=1, max_size=6), min_size=1, max_size=3
-                )
-            ),
+            "command": [
+                draw(st.sampled_from(["/bin/true", "python3", "/usr/bin/run-app"])),
+                *draw(st.lists(st.text(alphabet="abc-/ '%$\"\\\n", max_size=6), max_size=3)),
+            ],
             "packages": draw(
                 st.lists(
                     st.sampled_from(["curl", "python3", "jq=1.6-2.1"]), unique=True, max_size=2
@@ -249,10 +248,12 @@ def _parity(svc: ServiceSpec, doc: dict[str, Any]) -> None:
         # the systemd unit runs the container's command
         unit = written_file(ud, f"/etc/systemd/system/{svc.name}.service")
         assert unit is not None
+        parsed = formats.read_unit(unit)
         if svc.build is not None:
-            exec_start = shlex.join(svc.build.command).replace("%", "%%").replace("$", "$$")
-            assert f"ExecStart={exec_start}\n" in unit
-            assert f"User={svc.build.user}\n" in unit and c["user"] == svc.build.user
+            (exec_start,) = formats.unit_values(parsed, "Service", "ExecStart")
+            assert formats.split_exec(exec_start) == svc.build.command
+            assert formats.unit_values(parsed, "Service", "User") == [svc.build.user]
+            assert c["user"] == svc.build.user
 
 
 @settings(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
+import subprocess
+import threading
 from typing import Any
 
 from components import renderers
@@ -35,7 +38,7 @@ def test_env_file_round_trips_quotes_and_backslashes() -> None:
     text = renderers.render_env_file(svc, {})
     assert parse_env_file(text) == env
     assert text.splitlines() == [
-        f"{k}={renderers._systemd_quote(v)}" for k, v in sorted(env.items())
+        f"{k}={renderers.env_file_quote(v)}" for k, v in sorted(env.items())
     ]
 
 
@@ -59,9 +62,47 @@ def test_health_probe_is_the_vm_health_script() -> None:
     assert probe is not None
     assert probe[:3] == ["CMD", "/bin/bash", "-c"]
     assert probe[3] == renderers.health_script(svc)
-    assert "/dev/tcp/127.0.0.1/8080" in probe[3] and "GET /ok " in probe[3]
+    assert "/dev/tcp/127.0.0.1/8080" in probe[3]
     ud = renderers.render_cloud_init(svc, hostname="h", secret_values={})
     assert probe[3] in ud
+
+
+def test_http_probe_asks_for_the_spec_path_on_loopback() -> None:
+    """The rendered probe, run by bash against a loopback server, requests exactly the
+    spec's path (query and percent-escapes included) and passes only on a 2xx answer."""
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            self.send_response(200 if self.path.startswith("/ok") else 404)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        results = {}
+        for path in ("/ok?x=1&y=$(id)%20z", "/missing"):
+            svc = ServiceSpec.model_validate(
+                {
+                    "name": "svc",
+                    "build": {"command": ["/bin/true"]},
+                    "ports": [{"name": "http", "port": port}],
+                    "healthCheck": {"http": {"path": path, "port": "http"}, "timeoutS": 5},
+                }
+            )
+            script = renderers.health_script(svc)
+            assert script is not None
+            results[path] = subprocess.run(["bash", "-c", script], timeout=30).returncode
+    finally:
+        server.shutdown()
+    assert seen == ["/ok?x=1&y=$(id)%20z", "/missing"]
+    assert results == {"/ok?x=1&y=$(id)%20z": 0, "/missing": 1}
 
 
 def test_context_digest_changes_with_content() -> None:

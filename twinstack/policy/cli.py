@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from twinstack.errors import TwinstackError
-from twinstack.policy.config import load_config_file
-from twinstack.policy.host import DEFAULT_CALL_TIMEOUT
-from twinstack.policy.report import PolicyReport
-from twinstack.policy.runner import run_packs
+from twinstack.policy.limits import DEFAULT_CALL_TIMEOUT
+
+if TYPE_CHECKING:
+    from twinstack.policy.report import PolicyReport
 
 
 def discover_packs(root: Path) -> list[Path]:
@@ -85,6 +85,8 @@ def policy_command(
     from rich.console import Console
 
     from twinstack.plan import project_root
+    from twinstack.policy.config import load_config_file
+    from twinstack.policy.runner import run_packs
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:

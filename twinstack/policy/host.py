@@ -48,9 +48,9 @@ from pulumi.runtime.proto import (
 )
 
 from twinstack.errors import TwinstackError
+from twinstack.policy.limits import DEFAULT_CALL_TIMEOUT
 
 DEFAULT_STARTUP_TIMEOUT = 60.0
-DEFAULT_CALL_TIMEOUT = 60.0
 
 # Same limit the engine and the Python SDK use (400 MiB).
 _MAX_MESSAGE = 1024 * 1024 * 400

@@ -15,16 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from components.spec import read_stack_file
 from twinstack.errors import TwinstackError
 from twinstack.policy import config as cfg
 from twinstack.policy.host import (
-    DEFAULT_CALL_TIMEOUT,
     DEFAULT_STARTUP_TIMEOUT,
     AnalyzerProcess,
     StackContext,
 )
+from twinstack.policy.limits import DEFAULT_CALL_TIMEOUT
 from twinstack.policy.report import PackResult, PolicyRemediation, PolicyReport, PolicyViolation
 from twinstack.policy.wire import analyze_request, analyzer_resource, struct_to_python
 
@@ -73,11 +72,9 @@ def stack_config(plan: Mapping[str, Any], root: Path | None) -> dict[str, str]:
     if not path.is_absolute() and root is not None:
         path = root / path
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
-    config = doc.get("config") if isinstance(doc, dict) else None
-    if not isinstance(config, dict):
+        # the one bounded reader of stack files (size, aliases, encoding, tags)
+        config = read_stack_file(path)
+    except TwinstackError:
         return {}
     out: dict[str, str] = {}
     for key, value in config.items():

@@ -5,7 +5,7 @@ RUN id -u app >/dev/null 2>&1 || useradd --system --user-group --no-create-home 
 COPY rootfs/ /
 RUN chmod 0755 /opt/api/start.sh
 RUN mkdir -p /var/lib/api && chown app:app /var/lib/api
-VOLUME "/var/lib/api"
+VOLUME ["/var/lib/api"]
 EXPOSE 8081/tcp
 USER app
 WORKDIR /opt/api
