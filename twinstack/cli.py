@@ -8,6 +8,8 @@ could not run), and ``TWINSTACK_DEBUG=1`` shows its traceback.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
 import sys
@@ -136,6 +138,31 @@ app.command("measure")(measure_command)
 
 def main() -> None:
     """Console-script entry point."""
+    # A command is one short process: the cyclic collector's passes over a plan's millions
+    # of live objects cost a quarter of a 1,000-service plan (measured: 40.5 s → 30.4 s,
+    # +2 % peak memory), and nothing is left to collect at exit (see _exit_now).
+    gc.disable()
+    try:
+        _run()
+    except SystemExit as done:
+        _exit_now(done.code)
+
+
+def _exit_now(code: object) -> None:
+    """Exit without tearing the heap down: a plan holds millions of objects, and the
+    interpreter's final collection and module teardown (seconds at 1,000 services) do no
+    work anyone needs. twinstack registers no exit handlers; output is flushed here."""
+    if isinstance(code, str):
+        _err.print(code)
+        code = 1
+    status = 0 if code is None else int(code) if isinstance(code, int) else 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing to do
+            stream.flush()
+    os._exit(status)
+
+
+def _run() -> None:
     try:
         app()
     except TwinstackError as exc:  # a command that forgot to convert its error

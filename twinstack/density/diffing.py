@@ -44,22 +44,32 @@ class Inputs:
 
 
 def _stack_inputs(stack: str, cost_file: Path | None) -> Inputs:
-    from components.spec import read_stack_file
+    from components.spec import read_stack_file, spec_from_config
     from twinstack.plan import plan_stack, project_root
 
     root = project_root()
-    vm = plan_stack(stack, "vm", root=root)
-    ctr = plan_stack(stack, "container", root=root)
-    stack_file = root / str(vm.get("stackFile") or f"stacks/Pulumi.{stack}.yaml")
+    # one plan with both realizations, split into "the stack as vm" and "as container"
+    both = plan_stack(stack, "both", root=root)
+    stack_file = root / str(both.get("stackFile") or f"stacks/Pulumi.{stack}.yaml")
+    config = read_stack_file(stack_file)
+    pinned = frozenset(
+        s.name
+        for s in spec_from_config(
+            {k: v for k, v in config.items() if not (isinstance(v, dict) and "secure" in v)},
+            source=str(stack_file),
+        ).services
+        if s.runtime is not None
+    )
     if cost_file is not None:
         cost, default = load_cost_file(cost_file), False
     else:
-        raw = read_stack_file(stack_file).get(COST_KEY)
+        raw = config.get(COST_KEY)
         cost = cost_spec_from_config(raw, source=str(stack_file), base_dir=root)
         default = raw is None
+    fp = read_footprint(both, f"plan of {stack}")
     return Inputs(
-        read_footprint(vm, f"plan of {stack} as vm"),
-        read_footprint(ctr, f"plan of {stack} as container"),
+        fp.as_runtime("vm", pinned, f"plan of {stack} as vm"),
+        fp.as_runtime("container", pinned, f"plan of {stack} as container"),
         ("vm", "container"),
         stack,
         cost,

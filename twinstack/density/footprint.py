@@ -115,10 +115,16 @@ class Footprint:
 
     def only(self, runtime: str) -> Footprint:
         """The instances of one runtime."""
+        return self.as_runtime(runtime, frozenset(), f"{self.source} ({runtime})")
+
+    def as_runtime(self, runtime: str, pinned: frozenset[str], source: str) -> Footprint:
+        """What the stack deploys with ``runtime`` as its flag, from a ``both`` plan: the
+        instances of that runtime, plus every instance of the services that pin their
+        own ``runtime`` (they do not follow the flag)."""
         return Footprint(
-            f"{self.source} ({runtime})",
+            source,
             self.stack,
-            tuple(i for i in self.instances if i.runtime == runtime),
+            tuple(i for i in self.instances if i.runtime == runtime or i.service in pinned),
             self.warnings,
         )
 
