@@ -60,6 +60,10 @@ def plan(
     preview: Annotated[
         bool, typer.Option("--preview", help="Run as a preview (unknown computed values).")
     ] = False,
+    save_json: Annotated[
+        Path | None,
+        typer.Option("--save-json", help="Also write the plan JSON here (one plan, two outputs)."),
+    ] = None,
 ) -> None:
     """Run the program offline under Pulumi's mocks and show every resource it declares."""
     from twinstack import plan as planner
@@ -77,10 +81,11 @@ def plan(
             docs.append(planner.plan_stack(name, runtime, root=root, preview=preview))
         except TwinstackError as exc:
             raise fail(str(exc)) from None
-    if fmt == "json":
-        text = json.dumps(docs[0] if len(docs) == 1 else docs, indent=2, sort_keys=False) + "\n"
-    else:
-        text = "\n".join(plan_text(d) for d in docs)
+    as_json = json.dumps(docs[0] if len(docs) == 1 else docs, indent=2, sort_keys=False) + "\n"
+    text = as_json if fmt == "json" else "\n".join(plan_text(d) for d in docs)
+    if save_json is not None:
+        save_json.write_text(as_json, encoding="utf-8")
+        _err.print(f"wrote {save_json}")
     if output is not None:
         output.write_text(text, encoding="utf-8")
         _err.print(f"wrote {output}")

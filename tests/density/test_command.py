@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -108,3 +109,43 @@ def test_bad_json_is_reported(tmp_path: Path) -> None:
     bad.write_text("{not json")
     code, _, err = run("--from-state", str(bad), "--from-state", CTR)
     assert code == 2 and "not valid JSON" in err
+
+
+def test_save_markdown_is_the_markdown_report(tmp_path: Path) -> None:
+    md = tmp_path / "d.md"
+    code, text, err = run("--stack", "dev", "--save-markdown", str(md))
+    assert code == 0, err
+    assert "binding constraint" in text  # the text report still goes to stdout
+    _, markdown, _ = run("--stack", "dev", "--format", "markdown")
+    assert md.read_text(encoding="utf-8") == markdown
+
+
+def test_one_plan_split_equals_two_plans(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """diff plans once (runtime both) and splits; a service that pins its own runtime is in
+    both halves, exactly as planning the stack as vm and as container would give."""
+    import yaml
+
+    from twinstack.density.diffing import _stack_inputs
+    from twinstack.density.footprint import read_footprint
+    from twinstack.plan import plan_stack
+
+    repo = Path(__file__).resolve().parents[2]
+    (tmp_path / "stacks").mkdir()
+    for name in ("Pulumi.yaml", "__main__.py"):
+        (tmp_path / name).write_text((repo / name).read_text())
+    doc = yaml.safe_load((repo / "stacks" / "Pulumi.compare.yaml").read_text())
+    doc["config"]["twinstack:runtime"] = "vm"
+    doc["config"]["twinstack:services"][1]["runtime"] = "container"  # pinned
+    doc["config"]["twinstack:services"][2]["runtime"] = "both"  # pinned to both
+    (tmp_path / "stacks" / "Pulumi.split.yaml").write_text(yaml.safe_dump(doc))
+    monkeypatch.chdir(tmp_path)
+    inputs = _stack_inputs("split", None)
+
+    def key(fp: Any) -> list[tuple[Any, ...]]:
+        return sorted((i.service, i.runtime, i.replica, i.vcpus, i.memory_mib) for i in fp)
+
+    for side, runtime in ((inputs.a, "vm"), (inputs.b, "container")):
+        alone = read_footprint(plan_stack("split", runtime, root=tmp_path))
+        assert key(side.instances) == key(alone.instances), runtime
+    pinned = doc["config"]["twinstack:services"][1]["name"]
+    assert {i.runtime for i in inputs.a.instances if i.service == pinned} == {"container"}

@@ -345,3 +345,14 @@ def test_plan_unknown_stack() -> None:
     assert res.returncode == 2
     assert "Traceback" not in res.stdout + res.stderr
     assert "Pulumi.no-such-stack.yaml" in res.stderr
+
+
+def test_plan_save_json_is_the_json_plan(tmp_path: Path) -> None:
+    """One plan, two outputs: the text tree on stdout and the same plan's JSON on disk."""
+    saved, written = tmp_path / "saved.json", tmp_path / "written.json"
+    res = twinstack("plan", "--stack", "dev", "--save-json", str(saved))
+    assert res.returncode == 0, res.stderr
+    assert "dev-web-0" in res.stdout and not res.stdout.lstrip().startswith("{")
+    res = twinstack("plan", "--stack", "dev", "--format", "json", "-o", str(written))
+    assert res.returncode == 0, res.stderr
+    assert saved.read_bytes() == written.read_bytes()

@@ -55,6 +55,10 @@ def diff_command(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the report to this file.")
     ] = None,
+    save_markdown: Annotated[
+        Path | None,
+        typer.Option("--save-markdown", help="Also write the markdown report here."),
+    ] = None,
 ) -> None:
     """Compare cost and density of VMs and containers for the same services."""
     from twinstack.density.diffing import build_report, render
@@ -69,6 +73,13 @@ def diff_command(
         text = render(doc, fmt)
         if chart is not None:
             render_chart(doc, chart)
+        if save_markdown is not None:
+            try:
+                save_markdown.write_text(render(doc, Format.markdown), encoding="utf-8")
+            except OSError as exc:
+                raise TwinstackError(
+                    f"--save-markdown {save_markdown}: cannot write: {exc.strerror}"
+                ) from None
         if output is not None:
             try:
                 output.write_text(text, encoding="utf-8")
@@ -83,3 +94,5 @@ def diff_command(
         err(f"wrote {output}", err=True)
     if chart is not None:
         err(f"wrote {chart}", err=True)
+    if save_markdown is not None:
+        err(f"wrote {save_markdown}", err=True)
