@@ -129,6 +129,9 @@ def _run_one(
             levels={k: v.enforcement_level or "advisory" for k, v in entries.items()},
         )
         known_policies = {p.name for p in info.policies}
+        # Remediate only where a policy can remediate (its effective level): a pack without
+        # one answers every Remediate with nothing, one round trip per resource for naught.
+        remediating = any(v.enforcement_level == "remediate" for v in entries.values())
 
         def violation(diag: Any, urn: str, stack_policy: bool) -> PolicyViolation:
             level = cfg.level_name(diag.enforcementLevel)
@@ -150,8 +153,8 @@ def _run_one(
         final: list[dict[str, Any]] = []
         for res in resources:
             request = analyze_request(res, by_urn)
-            remediated = proc.remediate(request)
-            for rem in remediated.remediations:
+            remediations = proc.remediate(request).remediations if remediating else []
+            for rem in remediations:
                 if rem.diagnostic:
                     result.violations.append(
                         PolicyViolation(
