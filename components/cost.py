@@ -20,7 +20,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -440,6 +439,19 @@ def _project_dir() -> Path:
 
 
 def _read_yaml_mapping(path: Path, *, error: type[Exception] = SpecError) -> dict[str, Any]:
+    if path.suffix != ".json":
+        # a cost file comes with the stack file: read it within the same bounds
+        from components.spec import load_yaml_file
+
+        try:
+            doc = load_yaml_file(path, "file")
+        except SpecError as exc:
+            raise error(str(exc)) from None
+        if doc is None:
+            return {}
+        if not isinstance(doc, dict):
+            raise error(f"{path}: must be a mapping of keys to values, got {type(doc).__name__}")
+        return doc
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -447,14 +459,12 @@ def _read_yaml_mapping(path: Path, *, error: type[Exception] = SpecError) -> dic
     except OSError as exc:
         raise error(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        doc = yaml.safe_load(text) if path.suffix != ".json" else json.loads(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
         problem = getattr(exc, "problem", None) or getattr(exc, "msg", None) or str(exc)
-        raise error(
-            f"{path}:{where} not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {problem}"
-        ) from None
+        raise error(f"{path}:{where} not valid JSON: {problem}") from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):

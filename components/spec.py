@@ -242,7 +242,7 @@ class VmImage(Model):
     def _checked(self) -> VmImage:
         if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", self.source):
             if not self.source.startswith("https://"):
-                raise ValueError(f"image URL must use https, got {_short(self.source)}")
+                raise ValueError(f"image URL must use https, got {show_value(self.source)}")
             HTTPS_URL.check(self.source)
             if self.checksum is None:
                 raise ValueError("an image URL needs `checksum: sha256:<hex>`")
@@ -250,7 +250,7 @@ class VmImage(Model):
             try:
                 check_path(self.source)
             except ValueError as exc:
-                raise ValueError(f"image source {_short(self.source)} {exc}") from None
+                raise ValueError(f"image source {show_value(self.source)} {exc}") from None
         if (self.kernel is None) != (self.initrd is None):
             raise ValueError("set both `kernel` and `initrd` for direct boot, or neither")
         return self
@@ -259,12 +259,6 @@ class VmImage(Model):
     def key(self) -> str:
         """Stable short id of the image, used to share one base volume per pool."""
         return hashlib.sha256(f"{self.source}|{self.checksum}".encode()).hexdigest()[:10]
-
-
-def _short(value: str, limit: int = 80) -> str:
-    """repr of a value for a message, cut to ``limit`` characters."""
-    shown = repr(value)
-    return shown if len(shown) <= limit else f"{shown[:limit]}…({len(value)} chars)"
 
 
 RESERVED_PATHS: tuple[str, ...] = (
@@ -277,11 +271,10 @@ RESERVED_PATHS: tuple[str, ...] = (
 
 
 def _check_not_reserved(path: str, what: str) -> None:
-    for root in (*RESERVED_PATHS, "/"):
-        if path == root or (root != "/" and path.startswith(root + "/")):
-            shown = "'/'" if root == "/" else f"{root}/…"
+    for root in RESERVED_PATHS:
+        if path == root or path.startswith(root + "/"):
             raise ValueError(
-                f"{what} may not be placed at {path!r}: {shown} is reserved "
+                f"{what} may not be placed at {path!r}: {root}/… is reserved "
                 f"(twinstack writes there); reserved: {', '.join(RESERVED_PATHS)}"
             )
 
@@ -298,20 +291,18 @@ def _check_image_ref(v: str) -> str:
     return v
 
 
-Command = Annotated[
-    list[Arg],
-    Field(min_length=1, max_length=1024),
-    AfterValidator(lambda v: _check_executable(v)),  # defined below; resolved at call time
-]
-"""An exec-form command: an executable, then any arguments (see ``grammar.ARG``)."""
-
-
 def _check_executable(command: list[str]) -> list[str]:
     try:
         EXECUTABLE.check(command[0])
     except ValueError as exc:
-        raise ValueError(f"command[0] {_short(command[0])} {exc}") from None
+        raise ValueError(f"command[0] {show_value(command[0])} {exc}") from None
     return command
+
+
+Command = Annotated[
+    list[Arg], Field(min_length=1, max_length=1024), AfterValidator(_check_executable)
+]
+"""An exec-form command: an executable, then any arguments (see ``grammar.ARG``)."""
 
 
 def _check_workdir(v: str) -> str:
@@ -1068,7 +1059,7 @@ _Loader: Any = type(
 """The C safe loader when PyYAML has it (fast), with Pulumi's reading of dates."""
 
 
-def _read_bounded(path: Path) -> bytes:
+def _read_bounded(path: Path, what: str = "stack file") -> bytes:
     """The file's bytes, refusing files over :data:`MAX_STACK_FILE_BYTES` before reading."""
     import os
 
@@ -1079,7 +1070,7 @@ def _read_bounded(path: Path) -> bytes:
                 raise SpecError(_too_big(path, f"is {size:,} bytes"))
             data = f.read(MAX_STACK_FILE_BYTES + 1)  # not a regular file: read no more
     except FileNotFoundError:
-        raise SpecError(f"{path}: no such stack file") from None
+        raise SpecError(f"{path}: no such {what}") from None
     except OSError as exc:
         raise SpecError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if len(data) > MAX_STACK_FILE_BYTES:
@@ -1262,16 +1253,23 @@ _TOP_LEVEL_KEYS = ("config", "secretsprovider", "encryptionsalt", "encryptedkey"
 _EMPTY = "a stack file is a mapping with a `config:` key holding twinstack:* keys"
 
 
+def load_yaml_file(path: Path, what: str = "stack file") -> Any:
+    """One YAML document from a file a stack file brings in (the stack file itself, a cost
+    file), read within the ``MAX_*`` limits above; ``None`` when it holds no document.
+    Anything wrong (size, encoding, YAML) is a :class:`SpecError` naming the file."""
+    data = _read_bounded(path, what)
+    text = _decode(path, data)
+    del data
+    return _load_yaml(path, text)
+
+
 def read_stack_file(path: Path) -> dict[str, Any]:
     """Read a Pulumi stack file and return its ``config`` mapping.
 
-    The file is untrusted: it is read within the ``MAX_*`` limits above, and anything
-    wrong with it (size, encoding, YAML, shape) is a :class:`SpecError` naming the file.
+    The file is untrusted: it is read by :func:`load_yaml_file`, and anything wrong with
+    its shape is a :class:`SpecError` naming the file.
     """
-    data = _read_bounded(path)
-    text = _decode(path, data)
-    del data
-    doc = _load_yaml(path, text)
+    doc = load_yaml_file(path)
     if doc is None:
         raise SpecError(f"{path}: is empty; {_EMPTY}")
     if not isinstance(doc, dict):

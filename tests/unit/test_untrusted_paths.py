@@ -143,3 +143,12 @@ def test_json_schema_shows_the_grammars() -> None:
     walk(json_schema())
     for g in (ABS_PATH, IMAGE_REF, NAME):
         assert g.schema_pattern in patterns, g.name
+
+
+def test_a_cost_file_is_read_within_the_stack_file_bounds(tmp_path: Path) -> None:
+    """A stack file brings its cost file in: an alias bomb there is refused the same way."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"bomb\.yaml.*YAML nodes"):
+        CostSpec.model_validate({"file": "bomb.yaml"}, context={"base_dir": tmp_path})

@@ -54,10 +54,7 @@ def _stack_inputs(stack: str, cost_file: Path | None) -> Inputs:
     config = read_stack_file(stack_file)
     pinned = frozenset(
         s.name
-        for s in spec_from_config(
-            {k: v for k, v in config.items() if not (isinstance(v, dict) and "secure" in v)},
-            source=str(stack_file),
-        ).services
+        for s in spec_from_config(config, source=str(stack_file)).services
         if s.runtime is not None
     )
     if cost_file is not None:

@@ -3,4 +3,4 @@
 from __future__ import annotations
 
 DEFAULT_CALL_TIMEOUT = 60.0
-"""Seconds a policy pack may take to start, and to answer one analyzer call."""
+"""Seconds a policy pack may take to answer one analyzer call."""
