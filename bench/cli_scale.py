@@ -1,22 +1,35 @@
-"""Benchmark: wall time of whole `twinstack` commands on a generated N-service stack.
+"""Benchmark: wall time and peak memory of whole `twinstack` commands on a generated stack.
 
 Times what a user waits for (process start, imports, planning, output, exit), for this
 checkout and, with ``--baseline DIR``, for another checkout with its own ``.venv`` (e.g. a
 clone of an earlier commit), in the same run, and prints each ratio.
 
-    .venv/bin/python bench/cli_scale.py [--services 1000] [--baseline /tmp/old-clone]
+    .venv/bin/python bench/cli_scale.py [--services 1000 ...] [--baseline /tmp/old-clone]
+        [--service-files [PER_FILE]] [--commands validate,plan,policy,diff,help]
 
 The stack is bench/plan_scale.py's (runtime both, 2 hosts, 4 networks); each command runs
-in a throwaway project folder (Pulumi.yaml, __main__.py, stacks/Pulumi.bench.yaml).
+in a throwaway project folder (Pulumi.yaml, __main__.py, stacks/Pulumi.bench.yaml). With
+``--service-files`` the services go to ``services/bench-NNN.yaml`` files of PER_FILE
+services each (default 500) that the stack file names with one pattern
+(``twinstack:serviceFiles: [services/bench-*.yaml]``): what a stack past the config-size
+wall looks like (the inline form stops at 100,000 YAML nodes, ≈ 1,700 services, and
+`policy` at ≈ 229 services, where ``PULUMI_CONFIG`` passes 128 KiB).
+
+Memory: "peak tree RSS" is the largest sum of the resident sets of the command and all its
+descendants (the policy packs run as child processes), sampled from /proc every 50 ms;
+"peak process RSS" is the largest single process (``wait4``'s ``ru_maxrss``). ``policy``
+runs every pack in ``policies/``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -27,52 +40,136 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from plan_scale import generate  # noqa: E402
 
-COMMANDS: dict[str, list[str]] = {
-    "validate": ["validate", "stacks/Pulumi.bench.yaml"],
-    "plan (json)": ["plan", "--stack", "bench", "--format", "json", "-o", "plan.json"],
-    "diff (json)": ["diff", "--stack", "bench", "--format", "json", "-o", "diff.json"],
-    "--help": ["--help"],
+PACKS = sorted(str(p.parent) for p in (ROOT / "policies").glob("*/PulumiPolicy.yaml"))
+
+COMMANDS: dict[str, tuple[str, list[str]]] = {
+    "validate": ("validate", ["validate", "stacks/Pulumi.bench.yaml"]),
+    "plan": ("plan (json)", ["plan", "--stack", "bench", "--format", "json", "-o", "plan.json"]),
+    "policy": (
+        "policy (all packs)",
+        ["policy", "--stack", "bench", *[a for p in PACKS for a in ("--pack", p)]],
+    ),
+    "diff": ("diff (json)", ["diff", "--stack", "bench", "--format", "json", "-o", "diff.json"]),
+    "help": ("--help", ["--help"]),
 }
+DEFAULT_COMMANDS = "validate,plan,diff,help"
 
 
-def project(checkout: Path, tmp: Path, n: int) -> Path:
+def project(checkout: Path, tmp: Path, n: int, per_file: int | None) -> Path:
     root = tmp / checkout.name
     (root / "stacks").mkdir(parents=True)
     for name in ("Pulumi.yaml", "__main__.py"):
         shutil.copy(checkout / name, root / name)
+    doc = generate(n)
+    if per_file:
+        config = doc["config"]
+        assert isinstance(config, dict)
+        services = config.pop("twinstack:services")
+        (root / "services").mkdir()
+        for k in range(0, n, per_file):
+            (root / "services" / f"bench-{k // per_file:03d}.yaml").write_text(
+                yaml.safe_dump({"services": services[k : k + per_file]}, sort_keys=False),
+                encoding="utf-8",
+            )
+        config["twinstack:serviceFiles"] = ["services/bench-*.yaml"]
     (root / "stacks" / "Pulumi.bench.yaml").write_text(
-        yaml.safe_dump(generate(n), sort_keys=False), encoding="utf-8"
+        yaml.safe_dump(doc, sort_keys=False), encoding="utf-8"
     )
     return root
 
 
-def timed(checkout: Path, root: Path, args: list[str]) -> float:
+def _tree_rss(pid: int) -> int:
+    """Sum of VmRSS (bytes) of ``pid`` and its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ppid, pages = int(fields[1]), int(fields[21])
+        children.setdefault(ppid, []).append(int(entry))
+        rss[int(entry)] = pages * os.sysconf("SC_PAGE_SIZE")
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += rss.get(p, 0)
+        todo.extend(children.get(p, []))
+    return total
+
+
+def timed(checkout: Path, root: Path, args: list[str]) -> tuple[float, int, float, int]:
+    """(wall seconds, exit code, peak tree RSS MiB, peak process RSS MiB)."""
     exe = checkout / ".venv" / "bin" / "twinstack"
     t0 = time.perf_counter()
-    subprocess.run([str(exe), *args], cwd=root, check=True, capture_output=True, timeout=900)
-    return time.perf_counter() - t0
+    proc = subprocess.Popen(
+        [str(exe), *args], cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.05):
+            peak = max(peak, _tree_rss(proc.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    assert proc.stderr is not None
+    err = proc.stderr.read()  # drained while it runs (a full pipe would block it)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    done.set()
+    sampler.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode not in (0, 1):  # 1: policy found a mandatory violation
+        tail = err.decode(errors="replace").strip().splitlines()[-3:]
+        raise SystemExit(f"{' '.join(args)} exited {proc.returncode}: {' | '.join(tail)}")
+    return wall, proc.returncode, peak / 2**20, usage.ru_maxrss // 1024
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--services", type=int, default=1000)
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--services", type=int, nargs="+", default=[1000])
     ap.add_argument("--baseline", type=Path, help="another checkout with its own .venv")
+    ap.add_argument(
+        "--service-files",
+        type=int,
+        nargs="?",
+        const=500,
+        default=None,
+        metavar="PER_FILE",
+        help="put the services in service files of PER_FILE services (default 500)",
+    )
+    ap.add_argument("--commands", default=DEFAULT_COMMANDS, help=f"of {','.join(COMMANDS)}")
     ns = ap.parse_args()
     checkouts = [ROOT] + ([ns.baseline.resolve()] if ns.baseline else [])
-    with tempfile.TemporaryDirectory() as tmp:
-        roots = {c: project(c, Path(tmp) / str(i), ns.services) for i, c in enumerate(checkouts)}
-        print(f"{ns.services} services, runtime both; wall seconds")
-        head = f"{'command':<14} {'this':>8}"
-        if ns.baseline:
-            head += f" {'baseline':>9} {'ratio':>6}"
-        print(head)
-        for name, args in COMMANDS.items():
-            this = timed(ROOT, roots[ROOT], args)
-            line = f"{name:<14} {this:>8.2f}"
+    wanted = [c.strip() for c in ns.commands.split(",") if c.strip()]
+    for n in ns.services:
+        with tempfile.TemporaryDirectory() as tmp:
+            roots = {
+                c: project(c, Path(tmp) / str(i), n, ns.service_files)
+                for i, c in enumerate(checkouts)
+            }
+            layout = (
+                f"service files of {ns.service_files}" if ns.service_files else "inline services"
+            )
+            print(f"{n} services, runtime both, {layout}; wall seconds, peak RSS MiB")
+            head = f"{'command':<20} {'wall':>8} {'exit':>4} {'tree RSS':>9} {'proc RSS':>9}"
             if ns.baseline:
-                base = timed(checkouts[1], roots[checkouts[1]], args)
-                line += f" {base:>9.2f} {this / base:>6.2f}"
-            print(line, flush=True)
+                head += f" {'baseline':>9} {'ratio':>6}"
+            print(head, flush=True)
+            for key in wanted:
+                name, args = COMMANDS[key]
+                wall, code, tree, single = timed(ROOT, roots[ROOT], args)
+                line = f"{name:<20} {wall:>8.2f} {code:>4} {tree:>9.0f} {single:>9}"
+                if ns.baseline:
+                    base = timed(checkouts[1], roots[checkouts[1]], args)[0]
+                    line += f" {base:>9.2f} {wall / base:>6.2f}"
+                print(line, flush=True)
 
 
 if __name__ == "__main__":

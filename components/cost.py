@@ -43,7 +43,7 @@ COST_KEY = "twinstack:cost"
 
 
 class _Model(BaseModel):
-    """Strict about unknown keys, immutable, camelCase keys, field docstrings as schema."""
+    """Strict about unknown keys, immutable, camelCase keys, field descriptions as schema."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -51,7 +51,6 @@ class _Model(BaseModel):
         alias_generator=to_camel,
         populate_by_name=True,
         validate_default=True,
-        use_attribute_docstrings=True,
     )
 
 
@@ -61,38 +60,72 @@ class _Model(BaseModel):
 class Reserved(_Model):
     """Capacity a host keeps for its own OS, the hypervisor/container daemons and headroom."""
 
-    cores: float = Field(2.0, ge=0)
-    """CPU threads kept for the host (not offered to instances)."""
-    memory_gib: float = Field(8.0, ge=0)
-    """Memory in GiB kept for the host kernel, page cache floor, libvirtd/dockerd."""
-    disk_gib: float = Field(50.0, ge=0)
-    """Disk in GiB kept for the host OS, logs and free-space headroom."""
+    cores: float = Field(
+        2.0, ge=0, description="CPU threads kept for the host (not offered to instances)."
+    )
+    memory_gib: float = Field(
+        8.0,
+        ge=0,
+        description="Memory in GiB kept for the host kernel, page cache floor, libvirtd/dockerd.",
+    )
+    disk_gib: float = Field(
+        50.0, ge=0, description="Disk in GiB kept for the host OS, logs and free-space headroom."
+    )
 
 
 class HostProfile(_Model):
     """One kind of machine instances are packed onto."""
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")
-    """Profile name (lower-case letters, digits, '-'); referenced by ``hostProfile`` and
-    ``prices.hosts``."""
-    cores: int = Field(gt=0, le=4096)
-    """Schedulable CPU threads (logical CPUs) of the machine."""
-    memory_gib: float = Field(gt=0, le=65536)
-    """Installed memory in GiB."""
-    disk_gib: float = Field(gt=0, le=10_000_000)
-    """Usable local disk (the storage pool / Docker data root) in GiB."""
-    reserved: Reserved = Field(default_factory=lambda: Reserved.model_validate({}))
-    """Capacity kept for the host itself."""
-    cpu_overcommit: float = Field(4.0, gt=0, le=64)
-    """vCPUs (or container CPU quota) offered per physical thread; 1.0 means no overcommit."""
-    memory_overcommit: float = Field(1.0, gt=0, le=8)
-    """Memory offered per GiB installed (after the reserve); above 1.0 relies on KSM/
-    ballooning/swap and is risky."""
-    disk_overcommit: float = Field(1.0, gt=0, le=64)
-    """Provisioned disk per GiB available (thin provisioning); 1.0 counts every clone at
-    its full virtual size."""
-    accelerator: Accelerator = "kvm"
-    """VM acceleration on this host when a domain does not say (``kvm`` or ``tcg``)."""
+    name: str = Field(
+        pattern=r"^[a-z][a-z0-9-]{0,62}$",
+        description=(
+            "Profile name (lower-case letters, digits, '-'); referenced by ``hostProfile`` and\n"
+            "``prices.hosts``."
+        ),
+    )
+    cores: int = Field(
+        gt=0, le=4096, description="Schedulable CPU threads (logical CPUs) of the machine."
+    )
+    memory_gib: float = Field(gt=0, le=65536, description="Installed memory in GiB.")
+    disk_gib: float = Field(
+        gt=0,
+        le=10_000_000,
+        description="Usable local disk (the storage pool / Docker data root) in GiB.",
+    )
+    reserved: Reserved = Field(
+        default_factory=lambda: Reserved.model_validate({}),
+        description="Capacity kept for the host itself.",
+    )
+    cpu_overcommit: float = Field(
+        4.0,
+        gt=0,
+        le=64,
+        description=(
+            "vCPUs (or container CPU quota) offered per physical thread; 1.0 means no overcommit."
+        ),
+    )
+    memory_overcommit: float = Field(
+        1.0,
+        gt=0,
+        le=8,
+        description=(
+            "Memory offered per GiB installed (after the reserve); above 1.0 relies on KSM/\n"
+            "ballooning/swap and is risky."
+        ),
+    )
+    disk_overcommit: float = Field(
+        1.0,
+        gt=0,
+        le=64,
+        description=(
+            "Provisioned disk per GiB available (thin provisioning); 1.0 counts every clone at\n"
+            "its full virtual size."
+        ),
+    )
+    accelerator: Accelerator = Field(
+        "kvm",
+        description="VM acceleration on this host when a domain does not say (``kvm`` or ``tcg``).",
+    )
 
     @model_validator(mode="after")
     def _reserve_fits(self) -> HostProfile:
@@ -121,10 +154,19 @@ DEFAULT_PROFILE = HostProfile.model_validate(
 class HostPrice(_Model):
     """What one machine of a profile costs to own and run."""
 
-    monthly: float = Field(ge=0)
-    """Amortized cost per month (purchase over its service life, support, rack space)."""
-    power_watts: float = Field(0.0, ge=0)
-    """Average electrical draw in watts (including its share of cooling, if you count it)."""
+    monthly: float = Field(
+        ge=0,
+        description=(
+            "Amortized cost per month (purchase over its service life, support, rack space)."
+        ),
+    )
+    power_watts: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "Average electrical draw in watts (including its share of cooling, if you count it)."
+        ),
+    )
 
 
 COST_FILE_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9._-]*(?:/[A-Za-z0-9_][A-Za-z0-9._-]*)*\.ya?ml"
@@ -134,24 +176,32 @@ COST_FILE_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9._-]*(?:/[A-Za-z0-9_][A-Za-z0-9._-]*
 class PriceBook(_Model):
     """On-prem prices: whole hosts, power, optional per-resource rates and licences."""
 
-    currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
-    """ISO 4217 code every amount is in."""
-    price_per_kwh: float = Field(0.25, ge=0)
-    """Electricity price per kWh."""
+    currency: str = Field(
+        "EUR", pattern=r"^[A-Z]{3}$", description="ISO 4217 code every amount is in."
+    )
+    price_per_kwh: float = Field(0.25, ge=0, description="Electricity price per kWh.")
     hosts: dict[str, HostPrice] = Field(
         default_factory=lambda: {
             "standard": HostPrice.model_validate({"monthly": 250.0, "powerWatts": 300.0})
-        }
+        },
+        description="Price per host profile, keyed by profile name; every profile needs one.",
     )
-    """Price per host profile, keyed by profile name; every profile needs one."""
-    per_vcpu_monthly: float = Field(0.0, ge=0)
-    """Optional charge per allocated vCPU (after overheads) per month."""
-    per_memory_gib_monthly: float = Field(0.0, ge=0)
-    """Optional charge per allocated GiB of memory (after overheads) per month."""
-    per_disk_gib_monthly: float = Field(0.0, ge=0)
-    """Optional charge per allocated GiB of disk per month."""
-    vm_licence_monthly: float = Field(0.0, ge=0)
-    """Licence per VM per month (guest OS subscription, hypervisor per-VM fees)."""
+    per_vcpu_monthly: float = Field(
+        0.0, ge=0, description="Optional charge per allocated vCPU (after overheads) per month."
+    )
+    per_memory_gib_monthly: float = Field(
+        0.0,
+        ge=0,
+        description="Optional charge per allocated GiB of memory (after overheads) per month.",
+    )
+    per_disk_gib_monthly: float = Field(
+        0.0, ge=0, description="Optional charge per allocated GiB of disk per month."
+    )
+    vm_licence_monthly: float = Field(
+        0.0,
+        ge=0,
+        description="Licence per VM per month (guest OS subscription, hypervisor per-VM fees).",
+    )
 
 
 # -------------------------------------------------------------------- overheads
@@ -160,81 +210,121 @@ class PriceBook(_Model):
 class VmmOverride(_Model):
     """Hypervisor-process figures for one accelerator (unset = built-in default)."""
 
-    memory_mib: float | None = Field(None, ge=0)
-    """Host memory the QEMU process holds beyond the guest's RAM, in MiB."""
-    cpu_cores: float | None = Field(None, ge=0)
-    """Host CPU the QEMU process's own threads take per VM (emulator, I/O), in cores."""
-    startup_seconds: float | None = Field(None, ge=0)
-    """Seconds from create to ready (cloud-init final)."""
+    memory_mib: float | None = Field(
+        None, ge=0, description="Host memory the QEMU process holds beyond the guest's RAM, in MiB."
+    )
+    cpu_cores: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Host CPU the QEMU process's own threads take per VM (emulator, I/O), in cores."
+        ),
+    )
+    startup_seconds: float | None = Field(
+        None, ge=0, description="Seconds from create to ready (cloud-init final)."
+    )
 
 
 class VmOverrides(_Model):
     """VM overhead figures (unset = built-in default)."""
 
-    guest_os_memory_mib: float | None = Field(None, ge=0)
-    """Memory the guest OS itself uses (kernel, systemd, agents), added to the service's
-    declared memory because the guest must hold both."""
-    guest_os_disk_gib: float | None = Field(None, ge=0)
-    """Disk the guest OS writes into its overlay (journal, package state, cloud-init)."""
-    cloud_init_disk_mib: float | None = Field(None, ge=0)
-    """Size of the per-VM cloud-init ISO."""
-    base_image_gib: float | None = Field(None, ge=0)
-    """On-disk size of a base image, counted once per host that runs a clone of it."""
-    images: dict[str, float] = Field(default_factory=dict)
-    """Base-image sizes in GiB by image source (URL or path), overriding ``baseImageGib``."""
-    kvm: VmmOverride = Field(default_factory=lambda: VmmOverride.model_validate({}))
-    """QEMU under KVM."""
-    tcg: VmmOverride = Field(default_factory=lambda: VmmOverride.model_validate({}))
-    """QEMU under TCG (software emulation)."""
+    guest_os_memory_mib: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Memory the guest OS itself uses (kernel, systemd, agents), added to the service's\n"
+            "declared memory because the guest must hold both."
+        ),
+    )
+    guest_os_disk_gib: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Disk the guest OS writes into its overlay (journal, package state, cloud-init)."
+        ),
+    )
+    cloud_init_disk_mib: float | None = Field(
+        None, ge=0, description="Size of the per-VM cloud-init ISO."
+    )
+    base_image_gib: float | None = Field(
+        default=None,
+        ge=0,
+        description="On-disk size of a base image, counted once per host that runs a clone of it.",
+    )
+    images: dict[str, float] = Field(
+        default_factory=dict,
+        description=(
+            "Base-image sizes in GiB by image source (URL or path), overriding ``baseImageGib``."
+        ),
+    )
+    kvm: VmmOverride = Field(
+        default_factory=lambda: VmmOverride.model_validate({}), description="QEMU under KVM."
+    )
+    tcg: VmmOverride = Field(
+        default_factory=lambda: VmmOverride.model_validate({}),
+        description="QEMU under TCG (software emulation).",
+    )
 
 
 class ContainerOverrides(_Model):
     """Container overhead figures (unset = built-in default)."""
 
-    shim_memory_mib: float | None = Field(None, ge=0)
-    """Memory of the per-container runtime shim (containerd-shim-runc-v2)."""
-    cpu_cores: float | None = Field(None, ge=0)
-    """Host CPU the runtime takes per container, in cores."""
-    log_gib: float | None = Field(None, ge=0)
-    """Disk for the json-file log when ``logOpts`` do not bound it."""
-    image_gib: float | None = Field(None, ge=0)
-    """Size of an image's layers, counted once per host that runs it."""
-    images: dict[str, float] = Field(default_factory=dict)
-    """Image sizes in GiB by image reference, overriding ``imageGib``."""
-    startup_seconds: float | None = Field(None, ge=0)
-    """Seconds from create to running."""
+    shim_memory_mib: float | None = Field(
+        default=None,
+        ge=0,
+        description="Memory of the per-container runtime shim (containerd-shim-runc-v2).",
+    )
+    cpu_cores: float | None = Field(
+        None, ge=0, description="Host CPU the runtime takes per container, in cores."
+    )
+    log_gib: float | None = Field(
+        None, ge=0, description="Disk for the json-file log when ``logOpts`` do not bound it."
+    )
+    image_gib: float | None = Field(
+        None, ge=0, description="Size of an image's layers, counted once per host that runs it."
+    )
+    images: dict[str, float] = Field(
+        default_factory=dict,
+        description="Image sizes in GiB by image reference, overriding ``imageGib``.",
+    )
+    startup_seconds: float | None = Field(None, ge=0, description="Seconds from create to running.")
 
 
 class Overheads(_Model):
     """Overrides of the built-in overhead figures."""
 
-    vm: VmOverrides = Field(default_factory=lambda: VmOverrides.model_validate({}))
-    """VM figures."""
-    container: ContainerOverrides = Field(
-        default_factory=lambda: ContainerOverrides.model_validate({})
+    vm: VmOverrides = Field(
+        default_factory=lambda: VmOverrides.model_validate({}), description="VM figures."
     )
-    """Container figures."""
+    container: ContainerOverrides = Field(
+        default_factory=lambda: ContainerOverrides.model_validate({}),
+        description="Container figures.",
+    )
 
 
 class Calibration(_Model):
     """The calibration file ``twinstack measure`` writes (JSON); its figures override the
     built-in defaults and the stack's ``overheads`` and are reported as measured."""
 
-    version: Literal[1] = 1
-    """Schema version of this file."""
-    measured_at: datetime | None = None
-    """When the figures were measured (ISO 8601)."""
-    machine: str | None = None
-    """Which machine was measured (hostname, CPU model)."""
-    tool: str | None = None
-    """What measured them (``twinstack measure 0.1.0``)."""
-    overheads: Overheads = Field(default_factory=lambda: Overheads.model_validate({}))
-    """The measured figures; leave out what was not measured."""
-    samples: dict[str, int] = Field(default_factory=dict)
-    """How many measurements back each figure, keyed by figure name
-    (``vm.tcg.memoryMib``)."""
-    notes: str | None = None
-    """Free text: method, caveats."""
+    version: Literal[1] = Field(1, description="Schema version of this file.")
+    measured_at: datetime | None = Field(
+        None, description="When the figures were measured (ISO 8601)."
+    )
+    machine: str | None = Field(
+        None, description="Which machine was measured (hostname, CPU model)."
+    )
+    tool: str | None = Field(None, description="What measured them (``twinstack measure 0.1.0``).")
+    overheads: Overheads = Field(
+        default_factory=lambda: Overheads.model_validate({}),
+        description="The measured figures; leave out what was not measured.",
+    )
+    samples: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            "How many measurements back each figure, keyed by figure name\n(``vm.tcg.memoryMib``)."
+        ),
+    )
+    notes: str | None = Field(None, description="Free text: method, caveats.")
 
 
 # ----------------------------------------------------------------------- budget
@@ -243,12 +333,23 @@ class Calibration(_Model):
 class Budget(_Model):
     """Limits the budget policy enforces, read by the same model as ``twinstack diff``."""
 
-    max_monthly_cost: float | None = Field(None, ge=0)
-    """Highest acceptable monthly cost of the stack as deployed (hosts needed, power,
-    rates, licences)."""
-    min_density_ratio: float | None = Field(None, gt=0, le=1)
-    """Lowest acceptable ratio, per VM-realized service, of its instances per host to the
-    instances per host it would get as a container (1.0 = as dense as a container)."""
+    max_monthly_cost: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Highest acceptable monthly cost of the stack as deployed (hosts needed, power,\n"
+            "rates, licences)."
+        ),
+    )
+    min_density_ratio: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description=(
+            "Lowest acceptable ratio, per VM-realized service, of its instances per host to the\n"
+            "instances per host it would get as a container (1.0 = as dense as a container)."
+        ),
+    )
 
 
 # --------------------------------------------------------------------- the spec
@@ -257,26 +358,47 @@ class Budget(_Model):
 class CostSpec(_Model):
     """Host profiles, price book, overhead overrides and budget for ``twinstack diff``."""
 
-    file: Path | None = None
-    """A YAML file holding (part of) this block, validated the same way; keys written next
-    to ``file`` override the file's. A relative path resolves against the project
-    directory (where Pulumi.yaml is)."""
-    profiles: list[HostProfile] = Field(default_factory=lambda: [DEFAULT_PROFILE], min_length=1)
-    """Host profiles instances are packed onto."""
-    default_profile: str | None = None
-    """Profile of hosts not listed in ``hostProfile``; default the first profile."""
-    host_profile: dict[str, str] = Field(default_factory=dict)
-    """Profile of each stack host (a ``hosts`` key): each host names a pool of identical
-    machines of that profile."""
-    prices: PriceBook = Field(default_factory=lambda: PriceBook.model_validate({}))
-    """Prices."""
-    overheads: Overheads = Field(default_factory=lambda: Overheads.model_validate({}))
-    """Overrides of the built-in overhead figures (a calibration file wins over these)."""
-    calibration_file: Path | None = None
-    """Calibration JSON written by ``twinstack measure``; its figures are reported as
-    measured."""
-    budget: Budget | None = None
-    """Limits for the budget policy."""
+    file: Path | None = Field(
+        default=None,
+        description=(
+            "A YAML file holding (part of) this block, validated the same way; keys written next\n"
+            "to ``file`` override the file's. A relative path resolves against the project\n"
+            "directory (where Pulumi.yaml is)."
+        ),
+    )
+    profiles: list[HostProfile] = Field(
+        default_factory=lambda: [DEFAULT_PROFILE],
+        min_length=1,
+        description="Host profiles instances are packed onto.",
+    )
+    default_profile: str | None = Field(
+        default=None,
+        description="Profile of hosts not listed in ``hostProfile``; default the first profile.",
+    )
+    host_profile: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Profile of each stack host (a ``hosts`` key): each host names a pool of identical\n"
+            "machines of that profile."
+        ),
+    )
+    prices: PriceBook = Field(
+        default_factory=lambda: PriceBook.model_validate({}), description="Prices."
+    )
+    overheads: Overheads = Field(
+        default_factory=lambda: Overheads.model_validate({}),
+        description=(
+            "Overrides of the built-in overhead figures (a calibration file wins over these)."
+        ),
+    )
+    calibration_file: Path | None = Field(
+        default=None,
+        description=(
+            "Calibration JSON written by ``twinstack measure``; its figures are reported as\n"
+            "measured."
+        ),
+    )
+    budget: Budget | None = Field(default=None, description="Limits for the budget policy.")
 
     @model_validator(mode="before")
     @classmethod

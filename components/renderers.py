@@ -27,6 +27,11 @@ UNHEALTHY_MARKER = "twinstack-unhealthy"
 """Printed on the serial console when readiness fails, with the failing step."""
 
 _LIB = "/usr/local/lib/twinstack"
+SERVICE_UID = 10001
+"""uid (and, through useradd's user group, gid) of the service user twinstack creates:
+the same in the image and in the VM, so files on a volume keep their owner when
+``twinstack migrate`` moves them between the twins (a free system id differs: 999 in the
+image, 997 in the VM, measured)."""
 
 
 def service_user(svc: ServiceSpec) -> str:
@@ -88,7 +93,8 @@ def render_dockerfile(svc: ServiceSpec) -> str:
         )
     if b.user != "root":
         lines.append(
-            f"RUN id -u {b.user} >/dev/null 2>&1 || useradd --system --user-group "
+            f"RUN id -u {b.user} >/dev/null 2>&1 || useradd --system --uid {SERVICE_UID} "
+            "--user-group "
             f"--no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin {b.user}"
         )
     if b.files:
@@ -322,6 +328,13 @@ def render_ready_script(svc: ServiceSpec) -> str:
     )
 
 
+MOUNT_OPTIONS = "defaults,nofail,x-systemd.device-timeout=10min"
+"""fstab options of a VM data volume. ``nofail``: boot goes on without it; the service
+waits for it (``RequiresMountsFor``). The device timeout is systemd's 90 s default raised:
+a slow boot (TCG on a loaded host: 160 s to find the disk, measured) must not leave the
+service without its volume."""
+
+
 def vm_data_device(index: int) -> str:
     """Guest device of the index-th data volume: vdb, vdc, … (vda is the root clone)."""
     return "/dev/vd" + chr(ord("b") + index)
@@ -400,7 +413,13 @@ def render_cloud_init(
     if user != "root":
         doc["users"] = [
             "default",
-            {"name": user, "system": True, "shell": "/usr/sbin/nologin", "lock_passwd": True},
+            {
+                "name": user,
+                "uid": SERVICE_UID,
+                "system": True,
+                "shell": "/usr/sbin/nologin",
+                "lock_passwd": True,
+            },
         ]
     if svc.build is not None and svc.build.packages:
         doc["package_update"] = True
@@ -416,7 +435,7 @@ def render_cloud_init(
             for i in range(len(svc.volumes))
         ]
         doc["mounts"] = [
-            [f"LABEL={volume_label(svc, i)}", v.mount_path, "ext4", "defaults,nofail", "0", "2"]
+            [f"LABEL={volume_label(svc, i)}", v.mount_path, "ext4", MOUNT_OPTIONS, "0", "2"]
             for i, v in enumerate(svc.volumes)
         ]
     doc["write_files"] = files

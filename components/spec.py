@@ -16,7 +16,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
 from pydantic import (
@@ -24,7 +24,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -538,8 +540,37 @@ class HostSpec(Model):
     )
 
 
+SERVICE_FILE_PATTERN = r"^(?:[A-Za-z0-9_*][A-Za-z0-9._*-]*/)*[A-Za-z0-9_*][A-Za-z0-9._*-]*\.ya?ml$"
+"""A ``serviceFiles`` entry: a relative YAML path inside the project, ``/``-separated
+segments of letters, digits and ``. _ -`` that do not start with ``.`` (so no ``.``/``..``
+segments and no hidden files), where ``*`` matches any part of one segment."""
+
+MAX_SERVICE_FILE_REF_CHARS = 255
+"""Longest ``serviceFiles`` entry."""
+
+ServiceFileRef = Annotated[
+    str, Field(pattern=SERVICE_FILE_PATTERN, max_length=MAX_SERVICE_FILE_REF_CHARS)
+]
+
+
+MAX_SERVICE_FILES = 1000
+"""Most ``serviceFiles`` entries, and most files they may match together."""
+
+
+class ServiceOrigin(NamedTuple):
+    """Where a service of a :class:`StackSpec` was declared (for error messages)."""
+
+    file: str | None
+    """The service file (project-relative, as matched), or ``None``: the stack file's own
+    ``twinstack:services``."""
+    position: int
+    """Its index in that file's ``services`` list."""
+
+
 class StackSpec(Model):
     """A whole stack: the `twinstack:*` config keys of one stack file."""
+
+    _origins: tuple[ServiceOrigin, ...] = PrivateAttr(default=())
 
     runtime: Runtime = Field("container", description="Default realization for every service.")
     hosts: dict[Name, HostSpec] = Field(
@@ -551,11 +582,28 @@ class StackSpec(Model):
     networks: list[NetworkSpec] = Field(default_factory=list)
     storage: list[StorageSpec] = Field(default_factory=list)
     cost: CostSpec | None = Field(None, description="Host profiles and prices for `diff`.")
+    service_files: list[ServiceFileRef] = Field(
+        default_factory=list,
+        max_length=MAX_SERVICE_FILES,
+        description=(
+            "YAML files of more services (`services: [...]`, each item as in `services`), "
+            "merged after the inline ones in the order listed: relative paths inside the "
+            "project, `*` matching part of one path segment (a pattern's files in path order)."
+        ),
+    )
 
     @model_validator(mode="after")
-    def _cross(self) -> StackSpec:
-        _check_stack(self)
+    def _cross(self, info: ValidationInfo) -> StackSpec:
+        ctx = info.context if isinstance(info.context, Mapping) else {}
+        origins = ctx.get("origins") or ()
+        _check_stack(self, _Locator(ctx.get("source", "stack file"), origins))
+        self._origins = tuple(origins)
         return self
+
+    def locate(self, source: str, loc: tuple[str | int, ...]) -> str:
+        """``file: key.path`` of ``loc`` (``('services', 3, 'ports', 0)``): the service
+        file a service came from and its place there, else ``source`` and the config key."""
+        return _Locator(source, self._origins).at(loc)
 
     # --- helpers used by components and analyses (pure) ---------------------------
     def runtime_of(self, svc: ServiceSpec) -> Runtime:
@@ -585,6 +633,42 @@ def _runtimes(rt: str) -> set[str]:
     return {"vm", "container"} if rt == "both" else {rt}
 
 
+class _Locator:
+    """Names the place of a key path: services from service files by file and position
+    there (``services/web.yaml: services[2].name``), the rest by the stack file and config
+    key (``stacks/Pulumi.dev.yaml: twinstack:networks[0]``)."""
+
+    def __init__(self, source: str, origins: tuple[ServiceOrigin, ...] | list[ServiceOrigin]):
+        self.source = source
+        self.origins = origins
+        self.files = any(o.file is not None for o in origins)
+
+    def origin(self, loc: tuple[str | int, ...]) -> tuple[str | None, tuple[str | int, ...]]:
+        """The service file of ``loc`` (``None``: the stack file) and the key path in it."""
+        i = loc[1] if len(loc) > 1 and loc[0] == "services" else None
+        if isinstance(i, int) and 0 <= i < len(self.origins):
+            found = self.origins[i]
+            if found.file is not None:
+                return found.file, ("services", found.position, *loc[2:])
+        return None, loc
+
+    def at(self, loc: tuple[str | int, ...]) -> str:
+        """``file: key.path`` (the stack file's keys with their ``twinstack:`` namespace)."""
+        file, inner = self.origin(loc)
+        if file is None:
+            return f"{self.source}: {config_key(_fmt_loc(loc))}"
+        return f"{file}: {_fmt_loc(inner)}"
+
+    def key(self, loc: tuple[str | int, ...]) -> str:
+        """Another place, named inside a message: ``twinstack:services[0]`` when the stack
+        has no service files, else with its file (:meth:`at`)."""
+        return self.at(loc) if self.files else config_key(_fmt_loc(loc))
+
+    def ref(self, loc: tuple[str | int, ...]) -> str:
+        """Like :meth:`key`, but bare (``services[0].ports[0]``) without service files."""
+        return self.at(loc) if self.files else _fmt_loc(loc)
+
+
 class _Err(ValueError):
     """A cross-field error with the key path it belongs to."""
 
@@ -594,13 +678,13 @@ class _Err(ValueError):
         self.value = value
 
 
-def _check_stack(s: StackSpec) -> None:
+def _check_stack(s: StackSpec, where: _Locator) -> None:
     names: dict[str, int] = {}
     for i, svc in enumerate(s.services):
         if svc.name in names:
             raise _Err(
                 ("services", i, "name"),
-                f"duplicate service name; also services[{names[svc.name]}]",
+                f"duplicate service name; also {where.ref(('services', names[svc.name]))}",
                 svc.name,
             )
         names[svc.name] = i
@@ -700,7 +784,7 @@ def _check_stack(s: StackSpec) -> None:
                     )
                 for k in range(svc.replicas):
                     key = (host, str(p.host_ip), p.protocol, p.host_port + k)
-                    where = f"services[{i}].ports[{j}] ({svc.name}/{p.name}, replica {k})"
+                    here = f"{where.ref(('services', i, 'ports', j))} ({svc.name}/{p.name}, replica {k})"
                     if key in bound:
                         raise _Err(
                             ("services", i, "ports", j, "hostPort"),
@@ -709,7 +793,7 @@ def _check_stack(s: StackSpec) -> None:
                             "host ports must be unique per host",
                             p.host_port,
                         )
-                    bound[key] = where
+                    bound[key] = here
     # every pool can hold the VM disks placed in it
     used: dict[str, int] = {}
     for svc in s.services:
@@ -852,7 +936,11 @@ def _model_in(tp: Any) -> type[BaseModel] | None:
 
 
 def spec_from_config(
-    config: Mapping[str, Any], *, source: str = "<config>", runtime: str | None = None
+    config: Mapping[str, Any],
+    *,
+    source: str = "<config>",
+    runtime: str | None = None,
+    root: Path | None = None,
 ) -> StackSpec:
     """Validate the ``twinstack:*`` keys of a stack's config into a :class:`StackSpec`.
 
@@ -861,6 +949,11 @@ def spec_from_config(
     keys are errors. Secret config values (``{secure: ...}``) are not spec keys; a key that
     a service's ``secrets`` references but that is set as plain config is an error that
     says so (in the program too: the engine lists which keys are secret).
+
+    ``twinstack:serviceFiles`` names YAML files of more services, relative to ``root``
+    (default: the project directory, the nearest one upward from the working directory
+    that holds ``Pulumi.yaml``); they are read here (:func:`merge_service_files`) and
+    validated with the rest, and errors in them name the file and the key path there.
     """
     data: dict[str, Any] = {}
     for key, value in config.items():
@@ -875,7 +968,8 @@ def spec_from_config(
         if isinstance(value, dict) and set(value) == {"secure"}:
             continue  # a secret value referenced by build.secrets
         data[bare] = value
-    refs = _secret_refs(data)
+    origins = merge_service_files(data, source=source, root=root)
+    refs = _secret_refs(data, _Locator(source, origins))
     if refs:
         fields = {f.alias or n for n, f in StackSpec.model_fields.items()}
         for bare in data:
@@ -891,10 +985,10 @@ def spec_from_config(
                 f"{source}: --runtime: {runtime!r} is not allowed; allowed: {', '.join(RUNTIMES)}"
             )
         data["runtime"] = runtime
-    return validate_spec(data, source=source)
+    return validate_spec(data, source=source, origins=origins)
 
 
-def _secret_refs(data: Mapping[str, Any]) -> dict[str, str]:
+def _secret_refs(data: Mapping[str, Any], where: _Locator) -> dict[str, str]:
     """Config keys the (not yet validated) services read as secrets → the first key path
     that references each (``twinstack:services[0].build.secrets.API_TOKEN``)."""
     refs: dict[str, str] = {}
@@ -911,8 +1005,7 @@ def _secret_refs(data: Mapping[str, Any]) -> dict[str, str]:
                 continue
             for env, key in secrets.items():
                 if isinstance(key, str):
-                    loc = ("services", i, kind, "secrets", env)
-                    refs.setdefault(key, config_key(_fmt_loc(loc)))
+                    refs.setdefault(key, where.key(("services", i, kind, "secrets", env)))
     return refs
 
 
@@ -930,7 +1023,7 @@ def check_secrets_set(spec: StackSpec, config: Mapping[str, Any], *, source: str
                 continue
             shown_key = _clip(key, SHOWN_CHARS)
             raise SpecError(
-                f"{source}: {config_key(_fmt_loc(('services', i, kind, 'secrets', env)))}: "
+                f"{spec.locate(source, ('services', i, kind, 'secrets', env))}: "
                 f"config key {show_value(key)} is not set; run "
                 f"`pulumi config set --secret {shown_key} <value>`"
             )
@@ -963,17 +1056,25 @@ def _first_error(exc: ValidationError, data: Mapping[str, Any]) -> Any:
     return err
 
 
-def validate_spec(data: Mapping[str, Any], *, source: str) -> StackSpec:
-    """Validate plain data; raise :class:`SpecError` naming file, key path, value, allowed."""
+def validate_spec(
+    data: Mapping[str, Any], *, source: str, origins: list[ServiceOrigin] | None = None
+) -> StackSpec:
+    """Validate plain data; raise :class:`SpecError` naming file, key path, value, allowed.
+
+    ``origins`` says where each of ``data["services"]`` was declared (see
+    :func:`merge_service_files`); errors in a service file's services name that file.
+    """
+    where = _Locator(source, origins or ())
     try:
-        return StackSpec.model_validate(dict(data))
+        context = {"origins": origins, "source": source} if origins else None
+        return StackSpec.model_validate(dict(data), context=context)
     except ValidationError as exc:
         err = _first_error(exc, data)
         cause = err.get("ctx", {}).get("error")
         if isinstance(cause, _Err):
             shown = "" if cause.value is None else f"{show_value(cause.value)} "
             raise SpecError(
-                f"{source}: {config_key(_fmt_loc(cause.loc))}: {shown}{_describe(str(cause))}".rstrip()
+                f"{where.at(cause.loc)}: {shown}{_describe(str(cause))}".rstrip()
             ) from None
         loc = tuple(err["loc"])
         # collapse pydantic's tagged-union steps (e.g. 'int', 'str') out of the path
@@ -983,21 +1084,17 @@ def validate_spec(data: Mapping[str, Any], *, source: str) -> StackSpec:
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(StackSpec, loc)
             what = f"allowed keys here: {', '.join(allowed)}" if allowed else _SPEC_KEYS_HINT
-            raise SpecError(
-                f"{source}: {config_key(_fmt_loc(loc))}: unknown key {show_value(loc[-1])}; {what}"
-            ) from None
+            raise SpecError(f"{where.at(loc)}: unknown key {show_value(loc[-1])}; {what}") from None
         if err["type"] == "literal_error":
             ctx = err.get("ctx", {})
             raise SpecError(
-                f"{source}: {config_key(_fmt_loc(loc))}: {show_value(value)} is not allowed; "
+                f"{where.at(loc)}: {show_value(value)} is not allowed; "
                 f"allowed: {ctx.get('expected', '')}"
             ) from None
         if err["type"] == "missing":
-            raise SpecError(
-                f"{source}: {config_key(_fmt_loc(loc))}: required key is missing"
-            ) from None
+            raise SpecError(f"{where.at(loc)}: required key is missing") from None
         shown = "" if isinstance(value, dict) else f"{show_value(value)}: "
-        raise SpecError(f"{source}: {config_key(_fmt_loc(loc))}: {shown}{msg}") from None
+        raise SpecError(f"{where.at(loc)}: {shown}{msg}") from None
 
 
 _TYPE_STEPS = {
@@ -1059,22 +1156,24 @@ _Loader: Any = type(
 """The C safe loader when PyYAML has it (fast), with Pulumi's reading of dates."""
 
 
-def _read_bounded(path: Path, what: str = "stack file") -> bytes:
-    """The file's bytes, refusing files over :data:`MAX_STACK_FILE_BYTES` before reading."""
+def _read_bounded(path: Path, what: str = "stack file", name: str | None = None) -> bytes:
+    """The file's bytes, refusing files over :data:`MAX_STACK_FILE_BYTES` before reading.
+    Messages name the file ``name`` (default: ``path``)."""
     import os
 
+    shown = path if name is None else Path(name)
     try:
         with path.open("rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size > MAX_STACK_FILE_BYTES:
-                raise SpecError(_too_big(path, f"is {size:,} bytes"))
+                raise SpecError(_too_big(shown, f"is {size:,} bytes"))
             data = f.read(MAX_STACK_FILE_BYTES + 1)  # not a regular file: read no more
     except FileNotFoundError:
-        raise SpecError(f"{path}: no such {what}") from None
+        raise SpecError(f"{shown}: no such {what}") from None
     except OSError as exc:
-        raise SpecError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise SpecError(f"{shown}: cannot read: {exc.strerror or exc}") from None
     if len(data) > MAX_STACK_FILE_BYTES:
-        raise SpecError(_too_big(path, f"is over {MAX_STACK_FILE_BYTES:,} bytes"))
+        raise SpecError(_too_big(shown, f"is over {MAX_STACK_FILE_BYTES:,} bytes"))
     return data
 
 
@@ -1114,10 +1213,12 @@ def _event_loc(frames: list[list[Any]]) -> str:
     return _clip(_fmt_loc(tuple(loc)), 2 * SHOWN_CHARS)  # 64 levels of [0] say no more
 
 
-def _check_events(loader: Any, path: Path) -> bool:
-    """Walk the parser's events once, enforcing the ``MAX_YAML_*`` limits, explicit tags,
-    integer length, one document and no recursive aliases; return whether the file holds a
-    document. Nothing is built: memory stays flat whatever the file expands to."""
+def _check_events(loader: Any, path: Path, limits: _Limits | None = None) -> tuple[bool, int, int]:
+    """Walk the parser's events once, enforcing the ``MAX_YAML_*`` limits (or ``limits``),
+    explicit tags, integer length, one document and no recursive aliases; return whether
+    the file holds a document, and the nodes and characters it expands to. Nothing is
+    built: memory stays flat whatever the file expands to."""
+    max_nodes, max_chars, holder = limits or (MAX_YAML_NODES, MAX_YAML_TEXT, "a stack file")
     frames: list[list[Any]] = []  # open collections: [is_map, anchor, children, key, nodes, chars]
     anchors: dict[str, tuple[int, int]] = {}  # anchor → expanded (nodes, chars)
     nodes = chars = 0
@@ -1189,19 +1290,19 @@ def _check_events(loader: Any, path: Path) -> bool:
             if documents > 1:
                 raise fail(event, "holds a second YAML document (`---`); a stack file is one")
             anchors.clear()
-        if nodes > MAX_YAML_NODES:
+        if nodes > max_nodes:
             raise fail(
                 event,
-                f"expands to more than {MAX_YAML_NODES:,} YAML nodes (aliases counted as "
-                f"copies of what they name); a stack file may hold at most {MAX_YAML_NODES:,}",
+                f"expands to more than {max_nodes:,} YAML nodes (aliases counted as "
+                f"copies of what they name); {holder} may hold at most {max_nodes:,}",
             )
-        if chars > MAX_YAML_TEXT:
+        if chars > max_chars:
             raise fail(
                 event,
-                f"expands to more than {MAX_YAML_TEXT:,} characters of text (aliases counted "
-                f"as copies of what they name); a stack file may hold at most {MAX_YAML_TEXT:,}",
+                f"expands to more than {max_chars:,} characters of text (aliases counted "
+                f"as copies of what they name); {holder} may hold at most {max_chars:,}",
             )
-    return documents > 0
+    return documents > 0, nodes, chars
 
 
 _TAG_HINT = "; stack files hold plain values: strings, numbers, booleans, null, lists and mappings"
@@ -1223,8 +1324,13 @@ def _yaml_error(path: Path, text: str, exc: Exception) -> SpecError:
     return SpecError(f"{path}:{where} not valid YAML: {_clip(' '.join(str(problem).split()))}")
 
 
-def _load_yaml(path: Path, text: str) -> Any:
-    """Check the file's event stream against the limits, then load it (C loader)."""
+_Limits = tuple[int, int, str]
+"""Most nodes and characters a file may expand to, and what holds them (for messages)."""
+
+
+def _load_yaml(path: Path, text: str, limits: _Limits | None = None) -> tuple[Any, int, int]:
+    """Check the file's event stream against the limits, then load it (C loader); return
+    the document and the nodes and characters it expands to."""
     import gc
 
     # Both passes allocate only acyclic objects; the collector would walk them all,
@@ -1234,12 +1340,12 @@ def _load_yaml(path: Path, text: str) -> Any:
     try:
         checker = _Loader(text)
         try:
-            has_document = _check_events(checker, path)
+            has_document, nodes, chars = _check_events(checker, path, limits)
         finally:
             checker.dispose()
         if not has_document:
-            return None
-        return yaml.load(text, Loader=_Loader)
+            return None, nodes, chars
+        return yaml.load(text, Loader=_Loader), nodes, chars
     except (yaml.YAMLError, ValueError) as exc:
         if isinstance(exc, SpecError):
             raise
@@ -1260,7 +1366,7 @@ def load_yaml_file(path: Path, what: str = "stack file") -> Any:
     data = _read_bounded(path, what)
     text = _decode(path, data)
     del data
-    return _load_yaml(path, text)
+    return _load_yaml(path, text)[0]
 
 
 def read_stack_file(path: Path) -> dict[str, Any]:
@@ -1301,9 +1407,231 @@ def load_stack(path: Path, runtime: str | None = None) -> StackSpec:
     """Read and validate a stack file (``stacks/Pulumi.<stack>.yaml``), including that
     every secret its services reference is set (``pulumi config set --secret``)."""
     config = read_stack_file(path)
-    spec = spec_from_config(config, source=str(path), runtime=runtime)
+    spec = spec_from_config(config, source=str(path), runtime=runtime, root=project_dir_of(path))
     check_secrets_set(spec, config, source=str(path))
     return spec
+
+
+# ------------------------------------------------------------------- service files
+# A large stack keeps its services in files the stack config names
+# (`twinstack:serviceFiles`), so that what travels in one config value (the engine passes
+# the whole stack config to the language host and to policy packs in one environment
+# variable, which the kernel caps at 128 KiB) is a list of paths, not the services.
+
+MAX_SERVICE_FILES_NODES = 1_000_000
+"""Most YAML nodes the service files of one stack expand to together (each file is also
+bounded like a stack file); a generated benchmark service is about 60 nodes."""
+
+MAX_SERVICE_FILES_BYTES = 64 * 1024 * 1024
+"""Most bytes the service files of one stack hold together (checked before reading), and
+most characters of text they expand to."""
+
+_SERVICE_FILE_SHAPE = (
+    "a service file is a mapping with one key, `services:`, a list of services as in "
+    f"{PROJECT}:services"
+)
+_SERVICE_FILE_ALLOWED = (
+    "allowed: a relative path inside the project (no leading '/', no '.' or '..' segments, "
+    "no hidden files) of letters, digits and '. _ -', '*' matching part of one path "
+    "segment, ending in .yaml or .yml, e.g. services/web.yaml or services/dev/*.yaml"
+)
+_SERVICE_FILE_RX = re.compile(SERVICE_FILE_PATTERN)
+
+
+def project_dir_of(stack_file: Path) -> Path:
+    """The project a stack file belongs to: the nearest directory upward from the stack
+    file that holds ``Pulumi.yaml``; else the one upward from the working directory; else
+    the working directory. Service files (and cost files) are relative to it."""
+    for start in (stack_file.absolute().parent, Path.cwd()):
+        for d in (start, *start.parents):
+            if (d / "Pulumi.yaml").is_file():
+                return d
+    return Path.cwd()
+
+
+def merge_service_files(
+    data: dict[str, Any], *, source: str, root: Path | None = None
+) -> list[ServiceOrigin]:
+    """Read the files ``data["serviceFiles"]`` names (bare config keys) and append their
+    services to ``data["services"]``; return where each service comes from.
+
+    Paths are relative to ``root`` (default: the project directory of the working
+    directory) and follow :data:`SERVICE_FILE_PATTERN`; a match must be a regular file
+    whose real path (symbolic links resolved) is inside ``root``. Inline services come
+    first, then each entry's files in the order listed (a pattern's matches sorted by
+    path; a file matched twice is read once). Every file is read by the same bounded YAML
+    reader as stack files, and all of them together within :data:`MAX_SERVICE_FILES_NODES`
+    and :data:`MAX_SERVICE_FILES_BYTES`. Errors name the stack file and
+    ``twinstack:serviceFiles[i]``, or the service file and the key path in it.
+    """
+    refs = data.get("serviceFiles")
+    inline = data.get("services")
+    if refs is None or not (inline is None or isinstance(inline, list)):
+        return []  # no files; or inline services that are not a list: the spec says so
+    here = f"{source}: {config_key('serviceFiles')}"
+    if not isinstance(refs, list):
+        raise SpecError(
+            f"{here}: {show_value(refs)} is not a list of paths; {_SERVICE_FILE_ALLOWED}"
+        )
+    if len(refs) > MAX_SERVICE_FILES:
+        raise SpecError(
+            f"{here}: lists {len(refs):,} entries; at most {MAX_SERVICE_FILES:,} (use a '*' pattern)"
+        )
+    if root is None:
+        root = project_dir_of(Path.cwd() / "Pulumi.yaml")
+    merged = list(inline or [])
+    origins = [ServiceOrigin(None, i) for i in range(len(merged))]
+    budget = [MAX_SERVICE_FILES_NODES, MAX_SERVICE_FILES_BYTES]
+    for label, path in _service_file_paths(refs, root=root, here=here):
+        services = _read_service_file(path, label, budget)
+        origins += [ServiceOrigin(label, j) for j in range(len(services))]
+        merged += services
+    data["services"] = merged
+    return origins
+
+
+def _service_file_paths(refs: list[Any], *, root: Path, here: str) -> list[tuple[str, Path]]:
+    """(label, real path) of every file ``refs`` names, checked and de-duplicated."""
+    import stat
+
+    real_root = root.resolve()
+    seen: set[Path] = set()
+    out: list[tuple[str, Path]] = []
+    total = 0
+    for i, ref in enumerate(refs):
+        at = f"{here}[{i}]"
+        if (
+            not isinstance(ref, str)
+            or len(ref) > MAX_SERVICE_FILE_REF_CHARS
+            or not _SERVICE_FILE_RX.fullmatch(ref)
+            or "**" in ref
+        ):
+            raise SpecError(f"{at}: {show_value(ref)} is not allowed; {_SERVICE_FILE_ALLOWED}")
+        matches = _glob(root, real_root, ref, at) if "*" in ref else [ref]
+        if not matches:
+            raise SpecError(f"{at}: {show_value(ref)} matches no file in the project ({root})")
+        for rel in matches:
+            try:
+                real = (root / rel).resolve(strict=True)
+            except FileNotFoundError:
+                raise SpecError(
+                    f"{at}: {rel}: no such service file in the project ({root})"
+                ) from None
+            except (OSError, RuntimeError) as exc:  # a symlink loop, a permission
+                what = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise SpecError(f"{at}: {rel}: cannot read: {what}") from None
+            if not real.is_relative_to(real_root):
+                raise SpecError(
+                    f"{at}: {rel}: is a symbolic link (or lies under one) that leads outside "
+                    f"the project ({root}); service files must be inside the project"
+                )
+            info = real.stat()
+            if not stat.S_ISREG(info.st_mode):
+                raise SpecError(f"{at}: {rel}: is not a regular file; {_SERVICE_FILE_ALLOWED}")
+            if real in seen:
+                continue
+            seen.add(real)
+            out.append((rel, real))
+            total += info.st_size
+            if len(out) > MAX_SERVICE_FILES:
+                raise SpecError(
+                    f"{at}: the service files listed match more than {MAX_SERVICE_FILES:,} "
+                    f"files; at most {MAX_SERVICE_FILES:,}"
+                )
+            if total > MAX_SERVICE_FILES_BYTES:
+                raise SpecError(
+                    f"{at}: {rel}: the service files listed hold more than "
+                    f"{MAX_SERVICE_FILES_BYTES:,} bytes together; at most "
+                    f"{MAX_SERVICE_FILES_BYTES:,} ({MAX_SERVICE_FILES_BYTES // 2**20} MiB)"
+                )
+    return out
+
+
+def _glob(root: Path, real_root: Path, ref: str, at: str) -> list[str]:
+    """Project-relative paths matching ``ref``, where ``*`` matches any part of one path
+    segment but not a leading '.'; sorted. Only directories inside the project are listed."""
+    import os
+
+    found = [""]
+    for part in ref.split("/"):
+        if "*" not in part:
+            found = [f"{rel}/{part}" if rel else part for rel in found]
+            continue
+        rx = re.compile(".*".join(re.escape(piece) for piece in part.split("*")))
+        nxt: list[str] = []
+        for rel in found:
+            d = root / rel if rel else root
+            try:
+                if not d.resolve().is_relative_to(real_root):
+                    raise SpecError(
+                        f"{at}: {rel}: is a symbolic link (or lies under one) that leads "
+                        f"outside the project ({root}); service files must be inside the project"
+                    )
+                names = os.listdir(d)
+            except (OSError, RuntimeError):
+                continue  # not a directory (or unreadable): nothing matches under it
+            for name in names:
+                if not name.startswith(".") and rx.fullmatch(name):
+                    nxt.append(f"{rel}/{name}" if rel else name)
+                    if len(nxt) > MAX_SERVICE_FILES:
+                        raise SpecError(
+                            f"{at}: {show_value(ref)} matches more than {MAX_SERVICE_FILES:,} "
+                            f"paths; at most {MAX_SERVICE_FILES:,} files"
+                        )
+        found = nxt
+    return sorted(rel for rel in found if os.path.lexists(root / rel))
+
+
+def _read_service_file(path: Path, label: str, budget: list[int]) -> list[Any]:
+    """The ``services`` list of one service file, read within the file's own bounds and
+    what is left of the stack's ``budget`` (nodes, characters), which it consumes."""
+    nodes, chars = budget
+    holder = "a service file"
+    if nodes < MAX_YAML_NODES or chars < MAX_YAML_TEXT:
+        holder = "the service files of a stack together"
+    limits = (min(nodes, MAX_YAML_NODES), min(chars, MAX_YAML_TEXT), holder)
+    shown = Path(label)
+    data = _read_bounded(path, "service file", name=label)
+    text = _decode(shown, data)
+    del data
+    doc, used_nodes, used_chars = _load_yaml(shown, text, limits)
+    budget[0] -= used_nodes
+    budget[1] -= used_chars
+    if doc is None:
+        raise SpecError(f"{label}: is empty; {_SERVICE_FILE_SHAPE}")
+    if not isinstance(doc, dict):
+        raise SpecError(
+            f"{label}: holds a {type(doc).__name__}, not a mapping; {_SERVICE_FILE_SHAPE}"
+        )
+    unknown = sorted((k for k in doc if k != "services"), key=str)
+    if unknown:
+        shown_keys = ", ".join(show_value(k) for k in unknown[:5])
+        raise SpecError(
+            f"{label}: unknown top-level key(s) {shown_keys}{', …' if len(unknown) > 5 else ''}; "
+            f"allowed: services ({_SERVICE_FILE_SHAPE})"
+        )
+    if "services" not in doc:
+        raise SpecError(f"{label}: services: required key is missing; {_SERVICE_FILE_SHAPE}")
+    services = doc["services"]
+    if not isinstance(services, list):
+        raise SpecError(
+            f"{label}: services: {show_value(services)} is not a list; {_SERVICE_FILE_SHAPE}"
+        )
+    return services
+
+
+def service_file_schema() -> dict[str, Any]:
+    """JSON Schema of a service file (``services: [...]``), for editors."""
+    spec_schema = StackSpec.model_json_schema(by_alias=True)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "twinstack service file (twinstack:serviceFiles)",
+        "type": "object",
+        "properties": {"services": spec_schema["properties"]["services"]},
+        "required": ["services"],
+        "additionalProperties": False,
+        "$defs": spec_schema.get("$defs", {}),
+    }
 
 
 def json_schema() -> dict[str, Any]:

@@ -139,6 +139,9 @@ app.add_typer(images_app, name="images")
 from twinstack.measure.command import measure_command  # noqa: E402 (issue 6: measure)
 
 app.command("measure")(measure_command)
+from twinstack.migrate.command import migrate_command  # noqa: E402 (issue 11: migrate)
+
+app.command("migrate")(migrate_command)
 
 
 def main() -> None:

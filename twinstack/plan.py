@@ -306,6 +306,69 @@ def plan_stack(
     }
 
 
+def plan_stack_apart(
+    stack: str,
+    runtime: str | None = None,
+    *,
+    root: Path | None = None,
+    preview: bool = False,
+) -> dict[str, Any]:
+    """:func:`plan_stack` in a forked child process; the same plan document.
+
+    For commands that go on working with a plan (``policy``, ``diff``): the SDK's objects
+    of a plan — most of a large plan's memory (5,000 services: ≈ 3.4 GiB, against ≈ 0.1
+    GiB for the document) — stay in the child and go with it, so the command's peak is
+    the plan's own rather than the plan's plus what comes after (policy packs). Where
+    ``fork`` is unavailable this is :func:`plan_stack`.
+    """
+    if not hasattr(os, "fork"):
+        return plan_stack(stack, runtime, root=root, preview=preview)
+    import signal
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: plan, send the document (or the error), leave at once
+        os.close(read_fd)
+        code = 0
+        try:
+            try:
+                out: dict[str, Any] = {
+                    "plan": plan_stack(stack, runtime, root=root, preview=preview)
+                }
+            except TwinstackError as exc:
+                out = {"error": str(exc)}
+            except Exception as exc:  # a bug: the parent reports it as one
+                out = {"internal": f"{type(exc).__name__}: {exc}"}
+            with os.fdopen(write_fd, "w", encoding="utf-8") as pipe:
+                json.dump(out, pipe)
+        except KeyboardInterrupt:
+            code = 130
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    try:
+        with os.fdopen(read_fd, "r", encoding="utf-8") as pipe:
+            text = pipe.read()
+    finally:
+        _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        sig = signal.Signals(os.WTERMSIG(status)).name
+        raise TwinstackError(f"planning stack {stack!r} failed: the planning process got {sig}")
+    if os.waitstatus_to_exitcode(status) == 130:
+        raise KeyboardInterrupt
+    if not text:
+        raise TwinstackError(f"planning stack {stack!r} failed: the planning process said nothing")
+    doc = json.loads(text)
+    if "error" in doc:
+        raise TwinstackError(doc["error"])
+    if "internal" in doc:
+        raise RuntimeError(doc["internal"])
+    result: dict[str, Any] = doc["plan"]
+    return result
+
+
 def load_plan(path: Path) -> dict[str, Any]:
     """Read a plan document written by ``twinstack plan --format json``."""
     try:

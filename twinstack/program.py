@@ -52,13 +52,17 @@ def check_secrets(spec: StackSpec, config: dict[str, Any], source: str) -> None:
         for env, key in svc.secrets.items():
             if f"{PROJECT}:{key}" not in config:
                 raise TwinstackError(
-                    f"{source}: {PROJECT}:services[{i}].{kind}.secrets.{env}: config key "
-                    f"{key!r} is not set; run `pulumi config set --secret {key} <value>`"
+                    f"{spec.locate(source, ('services', i, kind, 'secrets', env))}: config "
+                    f"key {key!r} is not set; run `pulumi config set --secret {key} <value>`"
                 )
 
 
 def load_spec() -> StackSpec:
-    """Validate this stack's config into a spec (raises TwinstackError)."""
+    """Validate this stack's config into a spec (raises TwinstackError).
+
+    ``twinstack:serviceFiles`` are read relative to the project directory: the engine runs
+    the program there, and so does ``twinstack plan``.
+    """
     stack = pulumi.get_stack()
     source = stack_file_label(stack)
     config, secret_keys = all_config()

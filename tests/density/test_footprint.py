@@ -52,7 +52,7 @@ def test_container_stack_export(ctr_export: Any) -> None:
     web = inst["web-container-0"]
     assert (web.vcpus, web.memory_mib) == (0.5, 512.0)
     assert (web.declared_vcpus, web.declared_memory_mib, web.declared_disk_gib) == (0.5, 512, 4)
-    assert web.image == "twinstack/dev-web:0749cff21dc8"
+    assert web.image == "twinstack/dev-web:db7c1192d8b9"
     # json-file with max-size 10m x max-file 3
     assert web.log_cap_gib == pytest.approx(30 / 1024)
     assert inst["api-container-0"].declared_disk_gib == 10  # root budget + data volume

@@ -80,7 +80,7 @@ def test_report_facts(
     assert figures["vm.kvm.memoryMib"]["value"] == 92.5
     assert figures["vm.tcg.memoryMib"]["value"] == 612  # the fixture's worker runs under TCG
     assert figures["vm.kvm.cpuCores"]["measured"] is False
-    assert "container.images[twinstack/dev-web:0749cff21dc8]" in figures
+    assert "container.images[twinstack/dev-web:db7c1192d8b9]" in figures
     assert doc["calibrated"] is True
 
 

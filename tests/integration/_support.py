@@ -13,9 +13,21 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_STACK = ROOT / "stacks" / "Pulumi.dev.yaml"
-OUR_STACKS = ("itapi", "itbad", "itmeasure")
+OUR_STACKS = ("itapi", "itbad", "itmeasure", "itmig")
 """Stack names the tests use; every physical name they create starts with one of them."""
 POOL_ROOT = Path("/var/lib/twinstack/pools")
+# The same request, made from inside each instance (no traffic leaves the instance).
+CLIENT = """
+import json, sys, urllib.request
+port, method, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+body = sys.argv[4].encode() if len(sys.argv) > 4 else None
+req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method,
+                             headers={"Content-Type": "application/json"})
+with urllib.request.urlopen(req, timeout=10) as r:
+    print(json.dumps({"status": r.status, "type": r.headers["Content-Type"],
+                      "body": json.loads(r.read())}, sort_keys=True))
+"""
+
 TIMINGS: dict[str, float] = {}
 """Phase → seconds, printed at the end of the run."""
 

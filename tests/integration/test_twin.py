@@ -20,6 +20,7 @@ from twinstack.realize.guest import guest_exec, wait_vm
 from twinstack.realize.libvirt_apply import remove_domain
 
 from ._support import (
+    CLIENT,
     PlanFn,
     derived_stack,
     example_service,
@@ -33,18 +34,6 @@ STACK = "itapi"
 NAME = f"{STACK}-api-0"  # the container and the domain: one physical name per replica
 ROOT = Path(__file__).resolve().parents[2]
 VM_TIMEOUT_S = float(os.environ.get("TWINSTACK_VM_TIMEOUT_S", "600"))
-
-# The same request, made from inside each instance (no traffic leaves the instance).
-CLIENT = """
-import json, sys, urllib.request
-port, method, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-body = sys.argv[4].encode() if len(sys.argv) > 4 else None
-req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method,
-                             headers={"Content-Type": "application/json"})
-with urllib.request.urlopen(req, timeout=10) as r:
-    print(json.dumps({"status": r.status, "type": r.headers["Content-Type"],
-                      "body": json.loads(r.read())}, sort_keys=True))
-"""
 
 
 @dataclass

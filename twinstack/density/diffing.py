@@ -54,7 +54,7 @@ def _stack_inputs(stack: str, cost_file: Path | None) -> Inputs:
     config = read_stack_file(stack_file)
     pinned = frozenset(
         s.name
-        for s in spec_from_config(config, source=str(stack_file)).services
+        for s in spec_from_config(config, source=str(stack_file), root=root).services
         if s.runtime is not None
     )
     if cost_file is not None:

@@ -16,6 +16,7 @@ from typing import Any
 from twinstack.errors import SpecError
 
 SERVICES = "twinstack:services"
+SERVICE_FILES = "twinstack:serviceFiles"
 NETWORKS = "twinstack:networks"
 STORAGE = "twinstack:storage"
 HOSTS = "twinstack:hosts"
@@ -37,6 +38,7 @@ def derive_config(
     stack: str,
     source: str = "stack file",
     pool_root: Path = POOL_ROOT,
+    root: Path | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """The measurement stack's config and the notes that say what differs from ``config``.
 
@@ -49,8 +51,20 @@ def derive_config(
     * storage pools live under ``pool_root/<stack>-<pool>``, unprotected (measurements are
       torn down), with capacity for ``count`` replicas;
     * every host runs domains of ``domain_type`` (``kvm`` or ``qemu``).
+
+    The service may come from one of the stack's ``twinstack:serviceFiles`` (read relative
+    to ``root``, default the project of the stack file ``source`` names); the measurement
+    stack declares it inline and lists no service files.
     """
     services = config.get(SERVICES) or []
+    if config.get(SERVICE_FILES) is not None:
+        from components.spec import merge_service_files, project_dir_of
+
+        bare: dict[str, Any] = {"services": services, "serviceFiles": config[SERVICE_FILES]}
+        if root is None:
+            root = project_dir_of(Path(source))
+        merge_service_files(bare, source=source, root=root)
+        services = bare["services"]
     names = [str(s.get("name")) for s in services if isinstance(s, dict)]
     found = next((s for s in services if isinstance(s, dict) and s.get("name") == service), None)
     if found is None:
@@ -121,7 +135,7 @@ def derive_config(
     out: dict[str, Any] = {
         k: copy.deepcopy(v)
         for k, v in config.items()
-        if k not in (SERVICES, NETWORKS, STORAGE, HOSTS, RUNTIME, *DROPPED)
+        if k not in (SERVICES, SERVICE_FILES, NETWORKS, STORAGE, HOSTS, RUNTIME, *DROPPED)
     }
     out[RUNTIME] = runtime
     out[HOSTS] = hosts

@@ -33,7 +33,7 @@ def _plans(
     plan_file: Path | None,
     preview: bool,
 ) -> list[dict[str, Any]]:
-    from twinstack.plan import load_plan, plan_stack, stack_names
+    from twinstack.plan import load_plan, plan_stack_apart, stack_names
 
     if plan_file is not None:
         if stacks or all_stacks:
@@ -44,7 +44,9 @@ def _plans(
         raise TwinstackError("give --stack NAME, --all-stacks, or --plan FILE.json")
     # Each stack in the runtime it declares (or the --runtime override); a stack that
     # declares `both` realizes both runtimes in one plan, which is what parity needs.
-    return [plan_stack(name, runtime, root=root, preview=preview) for name in names]
+    # Planned in a child process: the packs start after it, and the SDK's objects of a
+    # large plan (GiBs at thousands of services) are gone by then.
+    return [plan_stack_apart(name, runtime, root=root, preview=preview) for name in names]
 
 
 def policy_command(

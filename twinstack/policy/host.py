@@ -48,7 +48,7 @@ from pulumi.runtime.proto import (
 )
 
 from twinstack.errors import TwinstackError
-from twinstack.policy.limits import DEFAULT_CALL_TIMEOUT
+from twinstack.policy.limits import DEFAULT_CALL_TIMEOUT, STACK_CALL_SECONDS_PER_RESOURCE
 
 DEFAULT_STARTUP_TIMEOUT = 60.0
 
@@ -336,11 +336,20 @@ class AnalyzerProcess:
             return ""
         return "\npolicy pack stderr (last lines):\n  " + "\n  ".join(tail)
 
-    def _call(self, method: str, request: Any, what: str, *, optional: bool = False) -> Any:
+    def _call(
+        self,
+        method: str,
+        request: Any,
+        what: str,
+        *,
+        optional: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
         if self._stub is None:
             raise PolicyPackError(f"policy pack {self.name!r} is not running")
+        timeout = self.call_timeout if timeout is None else timeout
         try:
-            return getattr(self._stub, method)(request, timeout=self.call_timeout)
+            return getattr(self._stub, method)(request, timeout=timeout)
         except grpc.RpcError as exc:
             code = exc.code()
             if optional and code == grpc.StatusCode.UNIMPLEMENTED:
@@ -348,7 +357,7 @@ class AnalyzerProcess:
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise PolicyPackError(
                     f"policy pack {self.name!r} did not answer {method}({what}) within "
-                    f"{self.call_timeout:g}s (hung?){self._stderr_tail()}"
+                    f"{timeout:g}s (hung?){self._stderr_tail()}"
                 ) from None
             exited = self._proc is not None and (
                 self._proc.poll() is not None or code == grpc.StatusCode.UNAVAILABLE
@@ -417,8 +426,10 @@ class AnalyzerProcess:
         self, resources: list[analyzer_pb2.AnalyzerResource]
     ) -> analyzer_pb2.AnalyzeResponse:
         request = analyzer_pb2.AnalyzeStackRequest(resources=resources)
+        # one call for the whole stack: its deadline grows with the stack
+        timeout = self.call_timeout + len(resources) * STACK_CALL_SECONDS_PER_RESOURCE
         response: analyzer_pb2.AnalyzeResponse | None = self._call(
-            "AnalyzeStack", request, f"{len(resources)} resources", optional=True
+            "AnalyzeStack", request, f"{len(resources)} resources", optional=True, timeout=timeout
         )
         return response if response is not None else analyzer_pb2.AnalyzeResponse()
 

@@ -1,0 +1,33 @@
+"""`plan_stack_apart` (what `twinstack policy` plans with) gives `plan_stack`'s document
+and its errors, from a child process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from twinstack.errors import TwinstackError
+from twinstack.plan import plan_stack, plan_stack_apart
+
+from .helpers import base_config, write_stack
+
+
+def test_same_document_as_in_process(project: Path) -> None:
+    write_stack(project, "apart", base_config())
+    assert plan_stack_apart("apart", root=project) == plan_stack("apart", root=project)
+    assert plan_stack_apart("apart", "vm", root=project, preview=True) == plan_stack(
+        "apart", "vm", root=project, preview=True
+    )
+
+
+def test_errors_come_back_as_the_same_one_line_error(project: Path) -> None:
+    cfg = base_config()
+    cfg["twinstack:services"][0]["replicas"] = 0
+    write_stack(project, "bad", cfg)
+    with pytest.raises(TwinstackError) as direct:
+        plan_stack("bad", root=project)
+    with pytest.raises(TwinstackError) as apart:
+        plan_stack_apart("bad", root=project)
+    assert str(apart.value) == str(direct.value)
+    assert "services[0].replicas" in str(apart.value)
