@@ -98,11 +98,15 @@ def schema(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file instead.")
     ] = None,
+    service_file: Annotated[
+        bool,
+        typer.Option("--service-file", help="The schema of a service file (`services: [...]`)."),
+    ] = False,
 ) -> None:
     """Print the JSON Schema of a stack file (generated from the spec models)."""
-    from components.spec import json_schema
+    from components.spec import json_schema, service_file_schema
 
-    text = json.dumps(json_schema(), indent=2) + "\n"
+    text = json.dumps(service_file_schema() if service_file else json_schema(), indent=2) + "\n"
     if output is not None:
         output.write_text(text, encoding="utf-8")
     else:

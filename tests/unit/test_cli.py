@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,18 @@ def test_schema_written_to_file(tmp_path: Path, schema: dict[str, Any]) -> None:
     assert json.loads(out.read_text()) == schema
 
 
+def test_schema_of_a_service_file(schema: dict[str, Any]) -> None:
+    res = twinstack("schema", "--service-file")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["required"] == ["services"]
+    _walk_schema(doc, doc)
+    # the same service model as in a stack file
+    ref = doc["properties"]["services"]["items"]["$ref"]
+    stack_ref = schema["properties"]["config"]["properties"]["twinstack:services"]["items"]["$ref"]
+    assert _resolve(doc, ref) == _resolve(schema, stack_ref)
+
+
 @pytest.mark.parametrize("path", EXAMPLE_STACKS, ids=[p.name for p in EXAMPLE_STACKS])
 def test_schema_accepts_every_example_stack(schema: dict[str, Any], path: Path) -> None:
     doc = yaml.safe_load(path.read_text())
@@ -356,3 +369,20 @@ def test_plan_save_json_is_the_json_plan(tmp_path: Path) -> None:
     res = twinstack("plan", "--stack", "dev", "--format", "json", "-o", str(written))
     assert res.returncode == 0, res.stderr
     assert saved.read_bytes() == written.read_bytes()
+
+
+def test_run_plan_in_one_process_writes_what_the_commands_write(tmp_path: Path) -> None:
+    """`./run plan` (twinstack.runplan) gives the same files as the commands it replaces."""
+    res = subprocess.run(
+        [sys.executable, "-m", "twinstack.runplan", str(tmp_path)], cwd=REPO,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "=== policy: stack dev (declared runtime container) ===" in res.stdout
+    for stack in ("dev", "dev-vm", "compare"):
+        for runtime in ("vm", "container"):
+            cli = twinstack("plan", "--stack", stack, "--runtime", runtime, "-f", "json")
+            assert (tmp_path / f"plan-{stack}-{runtime}.json").read_text() == cli.stdout
+        assert (tmp_path / f"diff-{stack}.svg").stat().st_size > 0
+    md = twinstack("diff", "--stack", "dev", "-f", "markdown")
+    assert (tmp_path / "diff-dev.md").read_text() == md.stdout

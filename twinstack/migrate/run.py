@@ -28,7 +28,7 @@ from twinstack.migrate import ext4, sides
 from twinstack.migrate.manifest import Manifest, MigrateError, differences
 from twinstack.migrate.sides import Twin, VolumePair
 
-ESTIMATE_MB_S = 60.0
+ESTIMATE_MB_S = 30.0
 """Copy rate used for ``--dry-run`` estimates (MB/s; measured here, BENCHMARKS.md)."""
 READY_TIMEOUT_S = float(os.environ.get("TWINSTACK_VM_TIMEOUT_S", "600"))
 
@@ -169,18 +169,6 @@ def _qemu_img_convert(src: Path, src_fmt: str, dst: Path, dst_fmt: str) -> None:
     )
 
 
-def _digest_prefix(path: Path, length: int) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        left = length
-        while left > 0 and (chunk := f.read(min(left, 1 << 20))):
-            h.update(chunk)
-            left -= len(chunk)
-    return h.hexdigest()
-
-
 def container_to_vm(
     twin: Twin, pair: VolumePair, work: Path, conn: Any, progress: Progress,
     written: Callable[[], None],
@@ -210,12 +198,11 @@ def container_to_vm(
         _qemu_img_convert(raw, "raw", upload, fmt)
     size = upload.stat().st_size
     written()
-    sides.upload_volume(
+    sent = sides.upload_volume(
         conn, pair.libvirt_volume, upload, progress(f"upload {pair.disk_name}", size)
     )
-    back = work / "readback"
-    sides.download_volume(conn, pair.libvirt_volume, back, progress("verify", None))
-    if back.stat().st_size < size or _digest_prefix(back, size) != _digest_prefix(upload, size):
+    got = sides.volume_digest(conn, pair.libvirt_volume, size, progress("verify", size))
+    if got != sent:
         raise MigrateError(f"the VM disk {pair.libvirt_path} does not read back as uploaded")
     return src, built
 
@@ -250,14 +237,11 @@ def vm_to_container(
     dump = work / "dump"
     dump.mkdir()
     src, paths = ext4.read_image(raw, dump)
-    tar = work / "volume.tar"
     top = PurePosixPath(pair.mount_path).name
-    with tar.open("wb") as out:
-        sides.write_tar(src, paths, top, out, lambda _n: None)
     written()
-    with sides.emptied_volume(docker, twin.container, pair, stack) as helper, tar.open("rb") as f:
-        if not helper.put_archive(str(PurePosixPath(pair.mount_path).parent), f):
-            raise MigrateError(f"Docker refused the archive for volume {pair.docker_volume}")
+    with sides.emptied_volume(docker, twin.container, pair, stack) as helper:
+        sides.put_tar(helper, str(PurePosixPath(pair.mount_path).parent), src, paths, top,
+                      progress(f"write {pair.docker_volume}", src.bytes))  # fmt: skip
         got = sides.read_container_volume(helper, pair.mount_path, None)
     return src, got
 

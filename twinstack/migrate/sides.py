@@ -12,8 +12,11 @@ move the disk image.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import os
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -251,6 +254,40 @@ def write_tar(
                 on_bytes(e.size)
 
 
+def put_tar(
+    c: Any, path: str, manifest: Manifest, paths: dict[str, Path], top: str, on_bytes: OnBytes
+) -> None:
+    """Stream :func:`write_tar`'s archive into ``path`` of container ``c`` (no copy on disk):
+    a thread writes the tar into a pipe, the archive API reads the other end in chunks."""
+    import docker.errors as derr
+
+    r, w = os.pipe()
+    failed: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            with os.fdopen(w, "wb", buffering=1 << 20) as out:
+                write_tar(manifest, paths, top, out, on_bytes)
+        except BrokenPipeError:
+            pass  # the request ended first; its error is the one reported
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=produce, name="twinstack-migrate-tar", daemon=True)
+    thread.start()
+    try:
+        with os.fdopen(r, "rb") as rf:
+            ok = c.put_archive(path, iter(lambda: rf.read(1 << 20), b""))
+    except derr.APIError as exc:
+        raise MigrateError(f"Docker refused the archive: {exc.explanation or exc}") from None
+    finally:
+        thread.join()
+    if failed:
+        raise failed[0]
+    if not ok:
+        raise MigrateError("Docker refused the archive")
+
+
 @contextlib.contextmanager
 def emptied_volume(docker: Any, c: Any, pair: VolumePair, stack: str) -> Iterator[Any]:
     """A helper container from the service's own image with the volume, emptied, at the
@@ -311,20 +348,24 @@ def download_volume(conn: Any, vol: Any, out: Path, on_bytes: OnBytes) -> None:
             raise
 
 
-def upload_volume(conn: Any, vol: Any, src: Path, on_bytes: OnBytes) -> None:
-    """Write ``src`` over the volume's file. libvirt's upload does not shorten the file, so
-    the upload runs on with zeros to the old file's end: nothing of the old image stays."""
+def upload_volume(conn: Any, vol: Any, src: Path, on_bytes: OnBytes) -> str:
+    """Write ``src`` over the volume's file; returns the sha256 of ``src`` as sent.
+
+    libvirt's upload does not shorten the file, so the upload runs on with zeros to the old
+    file's end: nothing of the old image stays."""
     libvirt = libvirt_module()
     size = src.stat().st_size
     old = vol.infoFlags(libvirt.VIR_STORAGE_VOL_GET_PHYSICAL)[2]
     total = max(size, old)
     st = conn.newStream(0)
     vol.upload(st, 0, total, 0)
+    digest = hashlib.sha256()
     with src.open("rb") as f:
         left = [total - size]
 
         def source(_s: Any, n: int, fh: IO[bytes]) -> bytes:
             data = fh.read(n)
+            digest.update(data)
             if not data and left[0] > 0:
                 data = bytes(min(n, left[0]))
                 left[0] -= len(data)
@@ -337,6 +378,33 @@ def upload_volume(conn: Any, vol: Any, src: Path, on_bytes: OnBytes) -> None:
         except BaseException:
             _abort(st)
             raise
+    return digest.hexdigest()
+
+
+def volume_digest(conn: Any, vol: Any, length: int, on_bytes: OnBytes) -> str:
+    """sha256 of the first ``length`` bytes of the volume's file, read back through libvirt
+    (nothing written to disk)."""
+    digest = hashlib.sha256()
+    left = [length]
+    st = conn.newStream(0)
+    vol.download(st, 0, length, 0)
+
+    def sink(_s: Any, data: bytes, _o: object) -> int:
+        take = data[: left[0]]
+        digest.update(take)
+        left[0] -= len(take)
+        on_bytes(len(data))
+        return len(data)
+
+    try:
+        st.recvAll(sink, None)
+        st.finish()
+    except BaseException:
+        _abort(st)
+        raise
+    if left[0]:
+        raise MigrateError(f"volume {vol.name()} is {length - left[0]} bytes, not {length}")
+    return digest.hexdigest()
 
 
 def _abort(st: Any) -> None:
