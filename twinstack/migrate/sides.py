@@ -330,22 +330,28 @@ def volume_format(vol: Any) -> str:
     return fmt.get("type", "raw") if fmt is not None else "raw"
 
 
-def download_volume(conn: Any, vol: Any, out: Path, on_bytes: OnBytes) -> None:
+@contextlib.contextmanager
+def _stream(conn: Any) -> Iterator[Any]:
+    """A libvirt stream, finished on success and aborted on any failure (Ctrl-C too)."""
     st = conn.newStream(0)
-    vol.download(st, 0, 0, 0)
-    with out.open("wb") as f:
+    try:
+        yield st
+        st.finish()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            st.abort()
+        raise
 
-        def sink(_s: Any, data: bytes, fh: IO[bytes]) -> int:
-            fh.write(data)
-            on_bytes(len(data))
-            return len(data)
 
-        try:
-            st.recvAll(sink, f)
-            st.finish()
-        except BaseException:
-            _abort(st)
-            raise
+def download_volume(conn: Any, vol: Any, out: Path, on_bytes: OnBytes) -> None:
+    def sink(_s: Any, data: bytes, fh: IO[bytes]) -> int:
+        fh.write(data)
+        on_bytes(len(data))
+        return len(data)
+
+    with out.open("wb") as f, _stream(conn) as st:
+        vol.download(st, 0, 0, 0)
+        st.recvAll(sink, f)
 
 
 def upload_volume(conn: Any, vol: Any, src: Path, on_bytes: OnBytes) -> str:
@@ -357,27 +363,21 @@ def upload_volume(conn: Any, vol: Any, src: Path, on_bytes: OnBytes) -> str:
     size = src.stat().st_size
     old = vol.infoFlags(libvirt.VIR_STORAGE_VOL_GET_PHYSICAL)[2]
     total = max(size, old)
-    st = conn.newStream(0)
-    vol.upload(st, 0, total, 0)
     digest = hashlib.sha256()
-    with src.open("rb") as f:
-        left = [total - size]
+    left = [total - size]
 
-        def source(_s: Any, n: int, fh: IO[bytes]) -> bytes:
-            data = fh.read(n)
-            digest.update(data)
-            if not data and left[0] > 0:
-                data = bytes(min(n, left[0]))
-                left[0] -= len(data)
-            on_bytes(len(data))
-            return data
+    def source(_s: Any, n: int, fh: IO[bytes]) -> bytes:
+        data = fh.read(n)
+        digest.update(data)
+        if not data and left[0] > 0:
+            data = bytes(min(n, left[0]))
+            left[0] -= len(data)
+        on_bytes(len(data))
+        return data
 
-        try:
-            st.sendAll(source, f)
-            st.finish()
-        except BaseException:
-            _abort(st)
-            raise
+    with src.open("rb") as f, _stream(conn) as st:
+        vol.upload(st, 0, total, 0)
+        st.sendAll(source, f)
     return digest.hexdigest()
 
 
@@ -386,8 +386,6 @@ def volume_digest(conn: Any, vol: Any, length: int, on_bytes: OnBytes) -> str:
     (nothing written to disk)."""
     digest = hashlib.sha256()
     left = [length]
-    st = conn.newStream(0)
-    vol.download(st, 0, length, 0)
 
     def sink(_s: Any, data: bytes, _o: object) -> int:
         take = data[: left[0]]
@@ -396,17 +394,9 @@ def volume_digest(conn: Any, vol: Any, length: int, on_bytes: OnBytes) -> str:
         on_bytes(len(data))
         return len(data)
 
-    try:
+    with _stream(conn) as st:
+        vol.download(st, 0, length, 0)
         st.recvAll(sink, None)
-        st.finish()
-    except BaseException:
-        _abort(st)
-        raise
     if left[0]:
         raise MigrateError(f"volume {vol.name()} is {length - left[0]} bytes, not {length}")
     return digest.hexdigest()
-
-
-def _abort(st: Any) -> None:
-    with contextlib.suppress(Exception):
-        st.abort()
