@@ -88,6 +88,8 @@ def _run(
     if svc is None:
         names = ", ".join(s.name for s in spec.services) or "none"
         raise TwinstackError(f"{path}: no service {service!r}; services: {names}")
+    if not svc.volumes:
+        raise TwinstackError(f"{path}: service {service} declares no volumes: nothing to migrate")
     replicas = _replicas(replica)
     if replicas is not None and replicas[0] >= svc.replicas:
         raise TwinstackError(
