@@ -135,7 +135,9 @@ def _wait_for_container(
     """Bounded polling of Docker until measure has created ``name`` (a real signal)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if any(c.name == name for c in docker.containers.list(all=True)):
+        # the list call only (no inspect per container): measure removes its baseline
+        # containers meanwhile, and inspecting one that is gone raises NotFound
+        if any(f"/{name}" in c["Names"] for c in docker.api.containers(all=True)):
             return
         if proc.poll() is not None:
             pytest.fail(f"measure exited early: {proc.stderr.read() if proc.stderr else ''}")
