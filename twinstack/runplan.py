@@ -44,12 +44,13 @@ def run(out: Path) -> int:
             plans[runtime] = doc
         declared = load_stack(root / "stacks" / f"Pulumi.{stack}.yaml").runtime
         print(f"=== policy: stack {stack} (declared runtime {declared}) ===", flush=True)
-        doc = plans.get(declared) or plan_stack(stack, None, root=root)  # `both`: one more plan
-        report = run_packs(doc, packs, None, root=root)
+        both = plan_stack(stack, "both", root=root)  # the diff's plan; `both` stacks' too
+        report = run_packs(plans.get(declared, both), packs, None, root=root)
         print(report.render_text(), flush=True)
         failed = failed or not report.passed
         print(f"=== diff: stack {stack}, vm vs container ===", flush=True)
-        diff = build_report(stack=stack, from_state=None, calibration=None, cost_file=None)
+        diff = build_report(stack=stack, from_state=None, calibration=None, cost_file=None,
+                            both_plan=both)  # fmt: skip
         diff_doc = diff.to_json()
         sys.stdout.write(render(diff_doc, Format.text))
         (out / f"diff-{stack}.md").write_text(render(diff_doc, Format.markdown), encoding="utf-8")

@@ -43,13 +43,14 @@ class Inputs:
     base_dir: Path
 
 
-def _stack_inputs(stack: str, cost_file: Path | None) -> Inputs:
+def _stack_inputs(stack: str, cost_file: Path | None, both: dict[str, Any] | None = None) -> Inputs:
     from components.spec import read_stack_file, spec_from_config
     from twinstack.plan import plan_stack, project_root
 
     root = project_root()
     # one plan with both realizations, split into "the stack as vm" and "as container"
-    both = plan_stack(stack, "both", root=root)
+    if both is None:
+        both = plan_stack(stack, "both", root=root)
     stack_file = root / str(both.get("stackFile") or f"stacks/Pulumi.{stack}.yaml")
     config = read_stack_file(stack_file)
     pinned = frozenset(
@@ -108,8 +109,11 @@ def build_report(
     from_state: list[Path] | None = None,
     calibration: Path | None = None,
     cost_file: Path | None = None,
+    both_plan: dict[str, Any] | None = None,
 ) -> DiffReport:
-    """The comparison ``twinstack diff`` prints (see :func:`diff_command`)."""
+    """The comparison ``twinstack diff`` prints (see :func:`diff_command`).
+
+    ``both_plan``: the stack's plan with ``runtime both``, when the caller made it already."""
     states = list(from_state or [])
     if (stack is None) == (not states):
         raise TwinstackError(
@@ -119,7 +123,9 @@ def build_report(
     if len(states) > 2:
         raise TwinstackError(f"--from-state: give one or two files, got {len(states)}")
     inputs = (
-        _stack_inputs(stack, cost_file) if stack is not None else _state_inputs(states, cost_file)
+        _stack_inputs(stack, cost_file, both_plan)
+        if stack is not None
+        else _state_inputs(states, cost_file)
     )
     cal_path = calibration
     if cal_path is None and inputs.cost.calibration_file is not None:

@@ -207,17 +207,13 @@ def container_to_vm(
     return src, built
 
 
-def vm_to_container(
-    twin: Twin, pair: VolumePair, work: Path, conn: Any, docker: Any, stack: str,
-    progress: Progress, written: Callable[[], None],
-) -> tuple[Manifest, Manifest]:  # fmt: skip
-    """The VM's disk → its ext4 files (label checked) → the Docker volume, emptied first."""
+def read_vm_disk(
+    pair: VolumePair, work: Path, conn: Any, on_bytes: Callable[[int], None]
+) -> tuple[Manifest, dict[str, Path]]:
+    """The VM data disk's files (dumped under ``work``), once its label is the volume's."""
     fmt = sides.volume_format(pair.libvirt_volume)
     image = work / f"disk.{fmt}"
-    _type, _capacity, _alloc = pair.libvirt_volume.info()
-    sides.download_volume(
-        conn, pair.libvirt_volume, image, progress(f"download {pair.disk_name}", None)
-    )
+    sides.download_volume(conn, pair.libvirt_volume, image, on_bytes)
     raw = image
     if fmt != "raw":
         raw = work / "disk.raw"
@@ -236,7 +232,15 @@ def vm_to_container(
         )
     dump = work / "dump"
     dump.mkdir()
-    src, paths = ext4.read_image(raw, dump)
+    return ext4.read_image(raw, dump)
+
+
+def vm_to_container(
+    twin: Twin, pair: VolumePair, work: Path, conn: Any, docker: Any, stack: str,
+    progress: Progress, written: Callable[[], None],
+) -> tuple[Manifest, Manifest]:  # fmt: skip
+    """The VM's disk → its ext4 files (label checked) → the Docker volume, emptied first."""
+    src, paths = read_vm_disk(pair, work, conn, progress(f"download {pair.disk_name}", None))
     top = PurePosixPath(pair.mount_path).name
     written()
     with sides.emptied_volume(docker, twin.container, pair, stack) as helper:
@@ -341,16 +345,7 @@ def _dry_run(twins: list[Twin], to: str, conn: Any, result: MigrateResult) -> No
                 if to == "vm":
                     m = sides.read_container_volume(twin.container, pair.mount_path, None)
                 else:  # read the running VM's disk: an estimate, not a copy
-                    fmt = sides.volume_format(pair.libvirt_volume)
-                    image = Path(tmp) / f"disk.{fmt}"
-                    sides.download_volume(conn, pair.libvirt_volume, image, lambda _n: None)
-                    raw = image
-                    if fmt != "raw":
-                        raw = Path(tmp) / "disk.raw"
-                        _qemu_img_convert(image, fmt, raw, "raw")
-                    dump = Path(tmp) / "dump"
-                    dump.mkdir()
-                    m, _ = ext4.read_image(raw, dump)
+                    m, _ = read_vm_disk(pair, Path(tmp), conn, lambda _n: None)
             rr.volumes.append(
                 VolumeResult(
                     pair.name,
