@@ -10,8 +10,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pulumi_policy import EnforcementLevel, PolicyPack
-from twinstack_rules import container
+from twinstack_rules import container, decode_once
 
+decode_once.install()  # each resource decoded once per call, not once per policy
 PolicyPack(
     name="twinstack-container-security",
     description="Container security for pulumi-docker resources (CIS Docker Benchmark 1.6).",

@@ -11,8 +11,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pulumi_policy import EnforcementLevel, PolicyPack
-from twinstack_rules import budget, guardrails
+from twinstack_rules import budget, decode_once, guardrails
 
+decode_once.install()  # each resource decoded once per call, not once per policy
 PolicyPack(
     name="twinstack-guardrails",
     description=(

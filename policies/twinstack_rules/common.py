@@ -14,6 +14,13 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import yaml
+
+# libyaml's parser where PyYAML was built with it (the wheels are): the same YAML 1.1 safe
+# schema as yaml.safe_load, several times faster on the user-data every VM carries.
+_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+YAMLError = yaml.YAMLError
+
 # Provider type tokens (docs/plan-format.md).
 DOCKER_CONTAINER = "docker:index/container:Container"
 DOCKER_IMAGE = "docker:index/image:Image"
@@ -47,6 +54,11 @@ def for_types(*types: str) -> Callable[[Validate], Validate]:
         return validate
 
     return wrap
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with libyaml's parser when there is one (raises :data:`YAMLError`)."""
+    return yaml.load(text, Loader=_SafeLoader)
 
 
 def config(args: Any, key: str, default: Any) -> Any:

@@ -45,11 +45,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
 from pulumi_policy import proxy
 from pulumi_policy.deserialize import SPECIAL_SIG_KEY
 
-from twinstack_rules.common import num
+from twinstack_rules.common import YAMLError, load_yaml, num
 from twinstack_rules.formats import (
     FormatError,
     read_env_file,
@@ -431,8 +430,8 @@ def _cloud_config(user_data: Any) -> Any:
     if not text.lstrip().startswith("#cloud-config"):
         return Undecodable("the user-data is not a #cloud-config document")
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        doc = load_yaml(text)
+    except YAMLError as exc:
         return Undecodable(f"the user-data is not valid YAML ({str(exc)[:60]})")
     return doc if isinstance(doc, dict) else Undecodable("the user-data is not a YAML map")
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import yaml
 from pulumi_policy import PolicyConfigSchema, StackValidationPolicy
 
 from twinstack_rules import facts, formats
@@ -28,9 +27,11 @@ from twinstack_rules.common import (
     LIBVIRT_VOLUME,
     SECRET_PLACEHOLDER_RE,
     Report,
+    YAMLError,
     config,
     credential_looking_value,
     docker_labels,
+    load_yaml,
     num,
     secret_looking_key,
 )
@@ -188,8 +189,8 @@ def _declared_secrets(user_data: Any) -> frozenset[str]:
     if not isinstance(user_data, str) or not user_data.startswith("#cloud-config"):
         return frozenset()
     try:
-        doc = yaml.safe_load(user_data)
-    except yaml.YAMLError:
+        doc = load_yaml(user_data)
+    except YAMLError:
         return frozenset()
     keys: set[str] = set()
     for item in (doc or {}).get("write_files") or [] if isinstance(doc, dict) else []:

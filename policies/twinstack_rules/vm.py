@@ -18,7 +18,6 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
 from pulumi_policy import PolicyConfigSchema, ResourceValidationPolicy, StackValidationPolicy
 
 from twinstack_rules.common import (
@@ -31,11 +30,13 @@ from twinstack_rules.common import (
     SENSITIVE_HOST_PATHS,
     UNKNOWN_VALUE,
     Report,
+    YAMLError,
     as_list,
     config,
     credential_looking_value,
     for_types,
     is_loopback,
+    load_yaml,
     normpath,
     peek,
     secret_looking_key,
@@ -350,8 +351,8 @@ _MAX_NESTING = 5
 
 def _cloud_config(text: str) -> dict[str, Any] | None:
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError:
+        doc = load_yaml(text)
+    except YAMLError:
         return None
     return doc if isinstance(doc, dict) else None
 
@@ -389,8 +390,8 @@ def _typed_part(content_type: str, content: str, depth: int) -> list[_Part]:
 
 def _archive_parts(text: str, depth: int) -> list[_Part]:
     try:
-        items = yaml.safe_load(text)
-    except yaml.YAMLError:
+        items = load_yaml(text)
+    except YAMLError:
         return [_Part("other", text)]
     parts: list[_Part] = []
     for item in items if isinstance(items, list) else []:

@@ -10,8 +10,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pulumi_policy import EnforcementLevel, PolicyPack
-from twinstack_rules import vm
+from twinstack_rules import decode_once, vm
 
+decode_once.install()  # each resource decoded once per call, not once per policy
 PolicyPack(
     name="twinstack-vm-security",
     description="VM security for pulumi-libvirt resources (libvirt/QEMU security guidance).",

@@ -31,3 +31,23 @@ def test_errors_come_back_as_the_same_one_line_error(project: Path) -> None:
         plan_stack_apart("bad", root=project)
     assert str(apart.value) == str(direct.value)
     assert "services[0].replicas" in str(apart.value)
+
+
+def test_records_arrive_while_planning_and_make_up_the_document(project: Path) -> None:
+    write_stack(project, "apart", base_config())
+    seen: list[dict] = []
+    doc = plan_stack_apart("apart", root=project, on_record=seen.append)
+    # every record once, as registered: a parent before its children, a provider before
+    # the resources that use it (what an analyzer needs to look at a resource at once)
+    assert sorted(r["urn"] for r in seen) == sorted(r["urn"] for r in doc["resources"])
+    assert len(seen) == len(doc["resources"])
+    position = {r["urn"]: i for i, r in enumerate(seen)}
+    for rec in seen:
+        if rec["parent"]:
+            assert position[rec["parent"]] < position[rec["urn"]]
+        provider = (rec["provider"] or "").rpartition("::")[0]
+        if provider:
+            assert position[provider] < position[rec["urn"]]
+    by_urn = {r["urn"]: r for r in seen}
+    assert [by_urn[r["urn"]] for r in doc["resources"]] == doc["resources"]
+    assert doc == plan_stack("apart", root=project)

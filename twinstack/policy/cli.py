@@ -8,6 +8,7 @@ not run (bad stack/config, a pack that crashed or hung) — never a silent pass.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,28 +26,42 @@ def discover_packs(root: Path) -> list[Path]:
     return sorted(p.parent for p in (root / "policies").glob("*/PulumiPolicy.yaml"))
 
 
-def _plans(
+def _check_all(
     root: Path,
     stacks: list[str],
     all_stacks: bool,
     runtime: str | None,
     plan_file: Path | None,
     preview: bool,
-) -> list[dict[str, Any]]:
-    from twinstack.plan import load_plan, plan_stack_apart, stack_names
+    run: Callable[..., PolicyReport],
+) -> list[PolicyReport]:
+    from components.spec import PROJECT, read_stack_file
+    from twinstack.plan import load_plan, plan_stack_apart, stack_file_of, stack_names
 
     if plan_file is not None:
         if stacks or all_stacks:
             raise TwinstackError("--plan cannot be combined with --stack/--all-stacks")
-        return [load_plan(plan_file)]
+        return [run(load_plan(plan_file))]
     names = stack_names(root) if all_stacks else stacks
     if not names:
         raise TwinstackError("give --stack NAME, --all-stacks, or --plan FILE.json")
     # Each stack in the runtime it declares (or the --runtime override); a stack that
     # declares `both` realizes both runtimes in one plan, which is what parity needs.
-    # Planned in a child process: the packs start after it, and the SDK's objects of a
-    # large plan (GiBs at thousands of services) are gone by then.
-    return [plan_stack_apart(name, runtime, root=root, preview=preview) for name in names]
+    # Planned in a child process that sends each resource as it is registered: the packs
+    # analyze it meanwhile, as under the engine, and the SDK's objects of a large plan
+    # (GiBs at thousands of services) never enter this process.
+    reports: list[PolicyReport] = []
+    for name in names:
+        # a file the planner would refuse (missing, not YAML, over its bounds) is reported
+        # before any pack starts; what only planning finds stops the packs when it is found
+        read_stack_file(stack_file_of(name, root))
+        head = {"project": PROJECT, "stack": name, "stackFile": f"stacks/Pulumi.{name}.yaml"}
+
+        def produce(feed: Callable[[Any], None], name: str = name) -> dict[str, Any]:
+            return plan_stack_apart(name, runtime, root=root, preview=preview, on_record=feed)
+
+        reports.append(run(head, produce))
+    return reports
 
 
 def policy_command(
@@ -97,21 +112,21 @@ def policy_command(
         root = project_root()
         pack_dirs = [p.resolve() for p in pack] if pack else discover_packs(root)
         config_doc = load_config_file(config) if config is not None else None
-        plans = _plans(root, list(stack or []), all_stacks, runtime, plan, preview)
-        reports: list[PolicyReport] = []
-        for doc in plans:
-            reports.append(
-                run_packs(
-                    doc,
-                    pack_dirs,
-                    config_doc,
-                    root=root,
-                    startup_timeout=timeout,
-                    call_timeout=timeout,
-                    config_source=str(config) if config is not None else "policy config",
-                    strict_config=not pack,
-                )
+
+        def run(plan: dict[str, Any], produce: Any = None) -> PolicyReport:
+            return run_packs(
+                plan,
+                pack_dirs,
+                config_doc,
+                produce=produce,
+                root=root,
+                startup_timeout=timeout,
+                call_timeout=timeout,
+                config_source=str(config) if config is not None else "policy config",
+                strict_config=not pack,
             )
+
+        reports = _check_all(root, list(stack or []), all_stacks, runtime, plan, preview, run)
     except TwinstackError as exc:
         err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
         raise typer.Exit(2) from None

@@ -10,10 +10,14 @@ named if it is in the stack, else to the root stack.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import queue
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pulumi.runtime.proto import analyzer_pb2
 
 from components.spec import read_stack_file
 from twinstack.errors import TwinstackError
@@ -34,6 +38,17 @@ class PlanFormatError(TwinstackError):
     """The plan document does not follow docs/plan-format.md."""
 
 
+def _check_resource(i: int, res: Any) -> dict[str, Any]:
+    if not isinstance(res, Mapping):
+        raise PlanFormatError(f"plan: resources[{i}] must be an object")
+    for key in ("urn", "type", "name"):
+        if not isinstance(res.get(key), str) or not res.get(key):
+            raise PlanFormatError(f"plan: resources[{i}].{key} must be a non-empty string")
+    if not isinstance(res.get("inputs", {}), Mapping):
+        raise PlanFormatError(f"plan: resources[{i}].inputs must be an object")
+    return dict(res)
+
+
 def check_plan(plan: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Validate the parts of a plan document the harness relies on; return its resources."""
     if not isinstance(plan, Mapping):
@@ -41,17 +56,7 @@ def check_plan(plan: Mapping[str, Any]) -> list[dict[str, Any]]:
     resources = plan.get("resources")
     if not isinstance(resources, list):
         raise PlanFormatError("plan: 'resources' must be a list (see docs/plan-format.md)")
-    out: list[dict[str, Any]] = []
-    for i, res in enumerate(resources):
-        if not isinstance(res, Mapping):
-            raise PlanFormatError(f"plan: resources[{i}] must be an object")
-        for key in ("urn", "type", "name"):
-            if not isinstance(res.get(key), str) or not res.get(key):
-                raise PlanFormatError(f"plan: resources[{i}].{key} must be a non-empty string")
-        if not isinstance(res.get("inputs", {}), Mapping):
-            raise PlanFormatError(f"plan: resources[{i}].inputs must be an object")
-        out.append(dict(res))
-    return out
+    return [_check_resource(i, res) for i, res in enumerate(resources)]
 
 
 def root_stack_urn(plan: Mapping[str, Any]) -> str:
@@ -94,9 +99,54 @@ def _pack_path(pack_dir: Path, root: Path | None) -> str:
     return str(pack_dir)
 
 
+@dataclass(frozen=True)
+class _End:
+    """The plan is complete: its document, its resources in order and their messages for
+    ``AnalyzeStack`` (built once for every pack)."""
+
+    plan: Mapping[str, Any]
+    resources: list[dict[str, Any]]
+    stack: list[analyzer_pb2.AnalyzerResource]
+
+
+_Item = tuple[dict[str, Any], analyzer_pb2.AnalyzeRequest] | _End | None
+
+
+class _Feed:
+    """What each pack's thread works through, in the order the plan makes it: every resource
+    with its ``Analyze`` request (built once, sent by every pack as it is; a pack that
+    remediates a resource builds that resource's messages anew), then :class:`_End`, or
+    ``None`` if planning failed."""
+
+    def __init__(self, packs: int) -> None:
+        self.queues: list[queue.SimpleQueue[_Item]] = [queue.SimpleQueue() for _ in range(packs)]
+        self.by_urn: dict[str, dict[str, Any]] = {}
+        self.providers: dict[str, analyzer_pb2.AnalyzerProviderResource] = {}
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        res = _check_resource(len(self.by_urn), record)
+        self.by_urn[res["urn"]] = res
+        request = analyze_request(res, self.by_urn, self.providers)
+        for q in self.queues:
+            q.put((res, request))
+
+    def end(self, plan: Mapping[str, Any]) -> None:
+        # the complete plan's own records, in its order (streamed ones are the same)
+        resources = [self.by_urn.get(r["urn"], r) for r in check_plan(plan)]
+        by_urn = {r["urn"]: r for r in resources}
+        stack = [analyzer_resource(r, by_urn, self.providers) for r in resources]
+        for q in self.queues:
+            q.put(_End(plan, resources, stack))
+
+    def abort(self) -> None:
+        for q in self.queues:
+            q.put(None)
+
+
 def _run_one(
-    plan: Mapping[str, Any],
-    resources: list[dict[str, Any]],
+    head: Mapping[str, Any],
+    stack_cfg: dict[str, str],
+    items: queue.SimpleQueue[_Item],
     pack_dir: Path,
     config: Mapping[str, Any] | None,
     *,
@@ -104,14 +154,15 @@ def _run_one(
     startup_timeout: float,
     call_timeout: float,
     config_source: str,
-) -> tuple[PackResult, set[str]]:
+) -> tuple[PackResult, set[str]] | None:
+    """One pack over the feed; None if planning failed before the plan was complete."""
     context = StackContext(
-        project=str(plan.get("project", "twinstack")),
-        stack=str(plan.get("stack", "dev")),
+        project=str(head.get("project", "twinstack")),
+        stack=str(head.get("stack", "dev")),
         dry_run=True,
-        config=stack_config(plan, root),
+        config=stack_cfg,
     )
-    root_urn = root_stack_urn(plan)
+    root_urn = root_stack_urn(head)
     with AnalyzerProcess(
         pack_dir, context, startup_timeout=startup_timeout, call_timeout=call_timeout
     ) as proc:
@@ -132,6 +183,14 @@ def _run_one(
         # Remediate only where a policy can remediate (its effective level): a pack without
         # one answers every Remediate with nothing, one round trip per resource for naught.
         remediating = any(v.enforcement_level == "remediate" for v in entries.values())
+        # Analyze only where a resource policy can answer: a pack whose enabled policies are
+        # all stack policies answers every Analyze with nothing (a policy of unknown type,
+        # from an SDK that does not say, is asked).
+        kinds = {p.name: p.policy_type for p in info.policies}
+        analyzing = any(
+            kinds.get(name) != analyzer_pb2.POLICY_TYPE_STACK and v.enforcement_level != "disabled"
+            for name, v in entries.items()
+        )
 
         def violation(diag: Any, urn: str, stack_policy: bool) -> PolicyViolation:
             level = cfg.level_name(diag.enforcementLevel)
@@ -149,14 +208,22 @@ def _run_one(
                 severity=_SEVERITY.get(int(diag.severity), ""),
             )
 
-        by_urn = {r["urn"]: r for r in resources}
-        final: list[dict[str, Any]] = []
-        for res in resources:
-            request = analyze_request(res, by_urn)
+        # What each resource's calls found, reported in the plan's order at the end (the
+        # resources arrive in registration order, which varies between runs).
+        found: dict[str, PackResult] = {}
+        remediated: dict[str, dict[str, Any]] = {}
+        while True:
+            item = items.get()
+            if item is None:
+                return None
+            if isinstance(item, _End):
+                break
+            res, request = item
+            part = found[res["urn"]] = PackResult(info.name, version, "")
             remediations = proc.remediate(request).remediations if remediating else []
             for rem in remediations:
                 if rem.diagnostic:
-                    result.violations.append(
+                    part.violations.append(
                         PolicyViolation(
                             pack=rem.policyPackName or info.name,
                             pack_version=version,
@@ -169,7 +236,7 @@ def _run_one(
                     )
                     continue
                 after = struct_to_python(rem.properties)
-                result.remediations.append(
+                part.remediations.append(
                     PolicyRemediation(
                         pack=rem.policyPackName or info.name,
                         pack_version=version,
@@ -181,17 +248,34 @@ def _run_one(
                     )
                 )
                 res = {**res, "inputs": after}
-                request = analyze_request(res, by_urn)
-            final.append(res)
+                provider = request.provider if request.HasField("provider") else None
+                request = analyze_request(res, {})
+                if provider is not None:
+                    request.provider.CopyFrom(provider)
+                remediated[res["urn"]] = res
+            if not analyzing:
+                continue
             response = proc.analyze(request)
             for diag in response.diagnostics:
-                result.violations.append(violation(diag, res["urn"], False))
+                part.violations.append(violation(diag, res["urn"], False))
             for na in response.not_applicable:
-                result.not_applicable.append((na.policy_name, na.reason))
-        final_by_urn = {r["urn"]: r for r in final}
-        stack_response = proc.analyze_stack([analyzer_resource(r, final_by_urn) for r in final])
+                part.not_applicable.append((na.policy_name, na.reason))
+        for res in item.resources:
+            done = found.get(res["urn"])
+            if done is not None:
+                result.violations += done.violations
+                result.remediations += done.remediations
+                result.not_applicable += done.not_applicable
+        if remediated:
+            final = [remediated.get(r["urn"], r) for r in item.resources]
+            final_by_urn = {r["urn"]: r for r in final}
+            stack_resources = [analyzer_resource(r, final_by_urn) for r in final]
+        else:
+            stack_resources = item.stack
+        stack_response = proc.analyze_stack(stack_resources)
+        in_stack = {r["urn"] for r in item.resources}
         for diag in stack_response.diagnostics:
-            urn = diag.urn if diag.urn in final_by_urn else root_urn
+            urn = diag.urn if diag.urn in in_stack else root_urn
             result.violations.append(violation(diag, urn, True))
         proc.cancel()
     return result, known_policies
@@ -202,6 +286,7 @@ def run_packs(
     pack_dirs: Sequence[Path],
     config: Mapping[str, Any] | None = None,
     *,
+    produce: Callable[[Callable[[Mapping[str, Any]], None]], Mapping[str, Any]] | None = None,
     root: Path | None = None,
     startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
     call_timeout: float = DEFAULT_CALL_TIMEOUT,
@@ -211,19 +296,36 @@ def run_packs(
 ) -> PolicyReport:
     """Run every pack in ``pack_dirs`` over ``plan``; one report for the plan.
 
+    With ``produce``, the packs run while it plans, as under the engine: each resource is
+    analyzed as soon as it is registered, and the stack once the plan is complete.
+    ``plan`` then only names the plan to come (``project``, ``stack``, ``stackFile``);
+    ``produce(feed)`` calls ``feed(record)`` for each resource record as it is made and
+    returns the plan document. An error from ``produce`` stops the packs and is raised.
+
     With ``strict_config`` a config key that names no policy of any of the packs is an error
     (a typo would otherwise silently leave a policy at its default level).
     """
-    resources = check_plan(plan)
+    head = plan
+    if produce is None:
+        check_plan(plan)
+
+        def produce(feed: Callable[[Mapping[str, Any]], None]) -> Mapping[str, Any]:
+            for res in head["resources"]:
+                feed(res)
+            return head
+
     if not pack_dirs:
         raise TwinstackError("no policy packs to run (no --pack given and none under policies/)")
     cfg.parse_config(config, config_source)  # fail fast on malformed levels
+    stack_cfg = stack_config(head, root)  # the stack file, read once for every pack
+    feed = _Feed(len(pack_dirs))
 
-    def run(pack_dir: Path) -> tuple[PackResult, set[str]]:
+    def run(index: int) -> tuple[PackResult, set[str]] | None:
         return _run_one(
-            plan,
-            resources,
-            pack_dir,
+            head,
+            stack_cfg,
+            feed.queues[index],
+            pack_dirs[index],
             config,
             root=root,
             startup_timeout=startup_timeout,
@@ -231,11 +333,19 @@ def run_packs(
             config_source=config_source,
         )
 
-    if parallel and len(pack_dirs) > 1:
-        with ThreadPoolExecutor(max_workers=len(pack_dirs)) as pool:
-            outcomes = list(pool.map(run, pack_dirs))
-    else:
-        outcomes = [run(d) for d in pack_dirs]
+    workers = len(pack_dirs) if parallel else 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(run, i) for i in range(len(pack_dirs))]
+        try:
+            done = produce(feed.add)
+            feed.end(done)
+        except BaseException:
+            feed.abort()
+            for future in futures:
+                future.cancel()
+            raise
+        results = [future.result() for future in futures]
+    outcomes = [r for r in results if r is not None]
 
     known: set[str] = {"all"}
     for _, names in outcomes:
@@ -247,9 +357,9 @@ def run_packs(
             f"{', '.join(repr(u) for u in unknown)} (known: {', '.join(sorted(known - {'all'}))})"
         )
     return PolicyReport(
-        stack=str(plan.get("stack", "")),
-        runtime=str(plan.get("runtime", "")),
-        resources=len(resources),
+        stack=str(done.get("stack", "")),
+        runtime=str(done.get("runtime", "")),
+        resources=len(done["resources"]),
         packs=[r for r, _ in outcomes],
     )
 

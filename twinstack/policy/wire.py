@@ -78,24 +78,36 @@ def _options(res: Mapping[str, Any]) -> analyzer_pb2.AnalyzerResourceOptions:
 
 
 def _provider(
-    res: Mapping[str, Any], by_urn: Mapping[str, Mapping[str, Any]]
+    res: Mapping[str, Any],
+    by_urn: Mapping[str, Mapping[str, Any]],
+    cache: dict[str, analyzer_pb2.AnalyzerProviderResource] | None = None,
 ) -> analyzer_pb2.AnalyzerProviderResource | None:
     urn = provider_urn(res.get("provider"))
     if urn is None or urn not in by_urn:
         return None
+    if cache is not None and urn in cache:
+        return cache[urn]
     prov = by_urn[urn]
-    return analyzer_pb2.AnalyzerProviderResource(
+    message = analyzer_pb2.AnalyzerProviderResource(
         type=str(prov.get("type", "")),
         properties=to_struct(prov.get("inputs") or {}),
         urn=urn,
         name=str(prov.get("name", "")),
     )
+    if cache is not None:
+        cache[urn] = message
+    return message
 
 
 def analyze_request(
-    res: Mapping[str, Any], by_urn: Mapping[str, Mapping[str, Any]]
+    res: Mapping[str, Any],
+    by_urn: Mapping[str, Mapping[str, Any]],
+    providers: dict[str, analyzer_pb2.AnalyzerProviderResource] | None = None,
 ) -> analyzer_pb2.AnalyzeRequest:
-    """The ``Analyze`` / ``Remediate`` request for one recorded resource."""
+    """The ``Analyze`` / ``Remediate`` request for one recorded resource.
+
+    ``providers`` caches the provider messages by URN (many resources share a provider).
+    """
     req = analyzer_pb2.AnalyzeRequest(
         type=str(res["type"]),
         properties=to_struct(res.get("inputs") or {}),
@@ -103,14 +115,16 @@ def analyze_request(
         name=str(res["name"]),
         options=_options(res),
     )
-    provider = _provider(res, by_urn)
+    provider = _provider(res, by_urn, providers)
     if provider is not None:
         req.provider.CopyFrom(provider)
     return req
 
 
 def analyzer_resource(
-    res: Mapping[str, Any], by_urn: Mapping[str, Mapping[str, Any]]
+    res: Mapping[str, Any],
+    by_urn: Mapping[str, Mapping[str, Any]],
+    providers: dict[str, analyzer_pb2.AnalyzerProviderResource] | None = None,
 ) -> analyzer_pb2.AnalyzerResource:
     """One entry of the ``AnalyzeStack`` request.
 
@@ -126,7 +140,7 @@ def analyzer_resource(
         parent=str(res.get("parent") or ""),
         dependencies=[d for d in (res.get("dependencies") or []) if isinstance(d, str)],
     )
-    provider = _provider(res, by_urn)
+    provider = _provider(res, by_urn, providers)
     if provider is not None:
         msg.provider.CopyFrom(provider)
     return msg
