@@ -392,6 +392,10 @@ def plan_stack_apart(
                 records[record["urn"]] = record
                 if on_record is not None:
                     on_record(record)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # nobody wants the rest of this plan
+        raise
     finally:
         _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):

@@ -196,3 +196,26 @@ def test_a_stack_that_fails_to_plan_stops_the_packs_with_its_error(
     assert res.exit_code == 2, res.output
     assert "stacks/Pulumi.broken.yaml" in res.output and "vcpus" in res.output
     assert "Traceback" not in res.output
+
+
+def test_a_pack_failing_while_planning_stops_the_planning(tmp_path: Path) -> None:
+    from twinstack.policy import PolicyPackError, run_packs
+
+    pack = make_pack(
+        tmp_path,
+        PACK.format(policies=RESOURCE).replace('report("privileged")', "import os; os._exit(7)"),
+    )
+    sent = 0
+
+    def produce(feed: Any) -> dict[str, Any]:
+        nonlocal sent
+        template = _plan(1)["resources"][0]
+        for i in range(1_000_000):  # far more than a pack needs to fail on the first
+            feed({**template, "urn": f"{template['urn']}-{i}", "name": f"c{i}"})
+            sent += 1
+        return {**_plan(0), "resources": []}
+
+    head = {"project": "twinstack", "stack": "t"}
+    with pytest.raises(PolicyPackError, match=r"exited with code 7 during Analyze"):
+        run_packs(head, [pack], produce=produce, startup_timeout=30, call_timeout=30)
+    assert 0 < sent < 1_000_000

@@ -51,3 +51,19 @@ def test_records_arrive_while_planning_and_make_up_the_document(project: Path) -
     by_urn = {r["urn"]: r for r in seen}
     assert [by_urn[r["urn"]] for r in doc["resources"]] == doc["resources"]
     assert doc == plan_stack("apart", root=project)
+
+
+def test_a_record_the_caller_refuses_ends_the_planning(project: Path) -> None:
+    write_stack(project, "apart", base_config())
+    seen: list[str] = []
+
+    class Enough(Exception):
+        pass
+
+    def refuse(record: dict) -> None:
+        seen.append(record["urn"])
+        raise Enough
+
+    with pytest.raises(Enough):  # the caller's own error, not a planning failure
+        plan_stack_apart("apart", root=project, on_record=refuse)
+    assert len(seen) == 1

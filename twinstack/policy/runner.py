@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import queue
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -112,6 +113,10 @@ class _End:
 _Item = tuple[dict[str, Any], analyzer_pb2.AnalyzeRequest] | _End | None
 
 
+class _PackFailed(Exception):
+    """Raised into the planner when a pack has failed; the pack's own error is reported."""
+
+
 class _Feed:
     """What each pack's thread works through, in the order the plan makes it: every resource
     with its ``Analyze`` request (built once, sent by every pack as it is; a pack that
@@ -122,8 +127,11 @@ class _Feed:
         self.queues: list[queue.SimpleQueue[_Item]] = [queue.SimpleQueue() for _ in range(packs)]
         self.by_urn: dict[str, dict[str, Any]] = {}
         self.providers: dict[str, analyzer_pb2.AnalyzerProviderResource] = {}
+        self.failed = threading.Event()  # a pack failed: planning on is for naught
 
     def add(self, record: Mapping[str, Any]) -> None:
+        if self.failed.is_set():
+            raise _PackFailed
         res = _check_resource(len(self.by_urn), record)
         self.by_urn[res["urn"]] = res
         request = analyze_request(res, self.by_urn, self.providers)
@@ -321,17 +329,21 @@ def run_packs(
     feed = _Feed(len(pack_dirs))
 
     def run(index: int) -> tuple[PackResult, set[str]] | None:
-        return _run_one(
-            head,
-            stack_cfg,
-            feed.queues[index],
-            pack_dirs[index],
-            config,
-            root=root,
-            startup_timeout=startup_timeout,
-            call_timeout=call_timeout,
-            config_source=config_source,
-        )
+        try:
+            return _run_one(
+                head,
+                stack_cfg,
+                feed.queues[index],
+                pack_dirs[index],
+                config,
+                root=root,
+                startup_timeout=startup_timeout,
+                call_timeout=call_timeout,
+                config_source=config_source,
+            )
+        except BaseException:
+            feed.failed.set()  # stops the planning at its next resource
+            raise
 
     workers = len(pack_dirs) if parallel else 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -339,10 +351,17 @@ def run_packs(
         try:
             done = produce(feed.add)
             feed.end(done)
-        except BaseException:
+        except BaseException as exc:
             feed.abort()
             for future in futures:
                 future.cancel()
+            if not feed.failed.is_set() or not isinstance(exc, Exception):
+                raise
+            # planning stopped because a pack failed (the planner may say so in its own
+            # words): the pack's error is the one to report
+            for future in futures:
+                if not future.cancelled() and future.exception() is not None:
+                    raise future.exception() from None  # type: ignore[misc]
             raise
         results = [future.result() for future in futures]
     outcomes = [r for r in results if r is not None]
