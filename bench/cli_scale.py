@@ -5,7 +5,7 @@ checkout and, with ``--baseline DIR``, for another checkout with its own ``.venv
 clone of an earlier commit), in the same run, and prints each ratio.
 
     .venv/bin/python bench/cli_scale.py [--services 1000 ...] [--baseline /tmp/old-clone]
-        [--service-files [PER_FILE]] [--commands validate,plan,policy,diff,help]
+        [--service-files [PER_FILE]] [--commands validate,plan,policy,diff,help] [--repeat N]
 
 The stack is bench/plan_scale.py's (runtime both, 2 hosts, 4 networks); each command runs
 in a throwaway project folder (Pulumi.yaml, __main__.py, stacks/Pulumi.bench.yaml). With
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -145,6 +146,12 @@ def main() -> None:
         help="put the services in service files of PER_FILE services (default 500)",
     )
     ap.add_argument("--commands", default=DEFAULT_COMMANDS, help=f"of {','.join(COMMANDS)}")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each command, in rounds (plan, policy, ... then again); the median",
+    )
     ns = ap.parse_args()
     checkouts = [ROOT] + ([ns.baseline.resolve()] if ns.baseline else [])
     wanted = [c.strip() for c in ns.commands.split(",") if c.strip()]
@@ -159,16 +166,31 @@ def main() -> None:
             )
             print(f"{n} services, runtime both, {layout}; wall seconds, peak RSS MiB")
             head = f"{'command':<20} {'wall':>8} {'exit':>4} {'tree RSS':>9} {'proc RSS':>9}"
+            if ns.repeat > 1:
+                head += f" {'runs (s)':>24}"
+            if "plan" in wanted:
+                head += f" {'÷ plan':>7}"
             if ns.baseline:
                 head += f" {'baseline':>9} {'ratio':>6}"
             print(head, flush=True)
+            runs: dict[str, list[tuple[float, int, float, int]]] = {k: [] for k in wanted}
+            for _ in range(ns.repeat):  # rounds, so that a slow spell hits every command
+                for key in wanted:
+                    runs[key].append(timed(ROOT, roots[ROOT], COMMANDS[key][1]))
+            median = {k: statistics.median(r[0] for r in v) for k, v in runs.items()}
             for key in wanted:
                 name, args = COMMANDS[key]
-                wall, code, tree, single = timed(ROOT, roots[ROOT], args)
-                line = f"{name:<20} {wall:>8.2f} {code:>4} {tree:>9.0f} {single:>9}"
+                code = runs[key][-1][1]
+                tree = max(r[2] for r in runs[key])
+                single = max(r[3] for r in runs[key])
+                line = f"{name:<20} {median[key]:>8.2f} {code:>4} {tree:>9.0f} {single:>9}"
+                if ns.repeat > 1:
+                    line += f" {' '.join(f'{r[0]:.1f}' for r in runs[key]):>24}"
+                if "plan" in wanted:
+                    line += f" {median[key] / median['plan']:>7.2f}"
                 if ns.baseline:
                     base = timed(checkouts[1], roots[checkouts[1]], args)[0]
-                    line += f" {base:>9.2f} {wall / base:>6.2f}"
+                    line += f" {base:>9.2f} {median[key] / base:>6.2f}"
                 print(line, flush=True)
 
 

@@ -382,7 +382,7 @@ def plan_stack_apart(
     records: dict[str, dict[str, Any]] = {}
     last: dict[str, Any] = {}
     try:
-        with os.fdopen(read_fd, "r", encoding="utf-8") as pipe:
+        with os.fdopen(read_fd, "rb", buffering=1 << 20) as pipe:
             for line in pipe:
                 message = json.loads(line)
                 record = message.get("record")
