@@ -382,8 +382,8 @@ def plan_stack_apart(
     records: dict[str, dict[str, Any]] = {}
     last: dict[str, Any] = {}
     try:
-        with os.fdopen(read_fd, "rb", buffering=1 << 20) as pipe:
-            for line in pipe:
+        with os.fdopen(read_fd, "rb", buffering=1 << 20) as lines:
+            for line in lines:
                 message = json.loads(line)
                 record = message.get("record")
                 if record is None:
