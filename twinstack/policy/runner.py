@@ -102,10 +102,9 @@ def _pack_path(pack_dir: Path, root: Path | None) -> str:
 
 @dataclass(frozen=True)
 class _End:
-    """The plan is complete: its document, its resources in order and their messages for
+    """The plan is complete: its resources in the plan's order and their messages for
     ``AnalyzeStack`` (built once for every pack)."""
 
-    plan: Mapping[str, Any]
     resources: list[dict[str, Any]]
     stack: list[analyzer_pb2.AnalyzerResource]
 
@@ -144,7 +143,7 @@ class _Feed:
         by_urn = {r["urn"]: r for r in resources}
         stack = [analyzer_resource(r, by_urn, self.providers) for r in resources]
         for q in self.queues:
-            q.put(_End(plan, resources, stack))
+            q.put(_End(resources, stack))
 
     def abort(self) -> None:
         for q in self.queues:
