@@ -348,8 +348,7 @@ def plan_stack_apart(
     the engine's analyzers do. Where ``fork`` is unavailable this is :func:`plan_stack`.
     """
     if not hasattr(os, "fork"):
-        doc = plan_stack(stack, runtime, root=root, preview=preview, sink=on_record)
-        return doc
+        return plan_stack(stack, runtime, root=root, preview=preview, sink=on_record)
     import signal
 
     read_fd, write_fd = os.pipe()

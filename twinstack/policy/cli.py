@@ -35,7 +35,7 @@ def _check_all(
     preview: bool,
     run: Callable[..., PolicyReport],
 ) -> list[PolicyReport]:
-    from components.spec import PROJECT, read_stack_file
+    from components.spec import PROJECT
     from twinstack.plan import load_plan, plan_stack_apart, stack_file_of, stack_names
 
     if plan_file is not None:
@@ -52,9 +52,7 @@ def _check_all(
     # (GiBs at thousands of services) never enter this process.
     reports: list[PolicyReport] = []
     for name in names:
-        # a file the planner would refuse (missing, not YAML, over its bounds) is reported
-        # before any pack starts; what only planning finds stops the packs when it is found
-        read_stack_file(stack_file_of(name, root))
+        stack_file_of(name, root)  # a missing stack is named before any pack starts
         head = {"project": PROJECT, "stack": name, "stackFile": f"stacks/Pulumi.{name}.yaml"}
 
         def produce(feed: Callable[[Any], None], name: str = name) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import json
 import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,14 +50,18 @@ def _check_resource(i: int, res: Any) -> dict[str, Any]:
     return dict(res)
 
 
-def check_plan(plan: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Validate the parts of a plan document the harness relies on; return its resources."""
+def _resource_list(plan: Mapping[str, Any]) -> list[Any]:
     if not isinstance(plan, Mapping):
         raise PlanFormatError("plan: expected a JSON object (see docs/plan-format.md)")
     resources = plan.get("resources")
     if not isinstance(resources, list):
         raise PlanFormatError("plan: 'resources' must be a list (see docs/plan-format.md)")
-    return [_check_resource(i, res) for i, res in enumerate(resources)]
+    return resources
+
+
+def check_plan(plan: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Validate the parts of a plan document the harness relies on; return its resources."""
+    return [_check_resource(i, res) for i, res in enumerate(_resource_list(plan))]
 
 
 def root_stack_urn(plan: Mapping[str, Any]) -> str:
@@ -66,10 +70,14 @@ def root_stack_urn(plan: Mapping[str, Any]) -> str:
     return f"urn:pulumi:{stack}::{project}::pulumi:pulumi:Stack::{project}-{stack}"
 
 
-def stack_config(plan: Mapping[str, Any], root: Path | None) -> dict[str, str]:
+def stack_config(
+    plan: Mapping[str, Any], root: Path | None, *, strict: bool = False
+) -> dict[str, str]:
     """The stack file's ``config:`` block as the engine passes it (``PULUMI_CONFIG``).
 
-    Values are strings; structured values are JSON-encoded, as the CLI does.
+    Values are strings; structured values are JSON-encoded, as the CLI does. A file that
+    cannot be read gives no config (a recorded plan may outlive its stack file), or with
+    ``strict`` (the stack is about to be planned from it) its error.
     """
     stack_file = plan.get("stackFile")
     if not isinstance(stack_file, str) or not stack_file:
@@ -81,6 +89,8 @@ def stack_config(plan: Mapping[str, Any], root: Path | None) -> dict[str, str]:
         # the one bounded reader of stack files (size, aliases, encoding, tags)
         config = read_stack_file(path)
     except TwinstackError:
+        if strict:
+            raise
         return {}
     out: dict[str, str] = {}
     for key, value in config.items():
@@ -138,8 +148,11 @@ class _Feed:
             q.put((res, request))
 
     def end(self, plan: Mapping[str, Any]) -> None:
-        # the complete plan's own records, in its order (streamed ones are the same)
-        resources = [self.by_urn.get(r["urn"], r) for r in check_plan(plan)]
+        # the complete plan's records, in its order: the ones fed (checked then) as they are
+        resources: list[dict[str, Any]] = []
+        for i, r in enumerate(_resource_list(plan)):
+            fed = self.by_urn.get(str(r.get("urn"))) if isinstance(r, Mapping) else None
+            resources.append(fed if fed is not None else _check_resource(i, r))
         by_urn = {r["urn"]: r for r in resources}
         stack = [analyzer_resource(r, by_urn, self.providers) for r in resources]
         for q in self.queues:
@@ -313,6 +326,7 @@ def run_packs(
     (a typo would otherwise silently leave a policy at its default level).
     """
     head = plan
+    planning = produce is not None
     if produce is None:
         check_plan(plan)
 
@@ -321,10 +335,12 @@ def run_packs(
                 feed(res)
             return head
 
+    # the stack file, read once for every pack; one the planner would refuse (not YAML,
+    # over its bounds) is reported before any pack starts
+    stack_cfg = stack_config(head, root, strict=planning)
     if not pack_dirs:
         raise TwinstackError("no policy packs to run (no --pack given and none under policies/)")
     cfg.parse_config(config, config_source)  # fail fast on malformed levels
-    stack_cfg = stack_config(head, root)  # the stack file, read once for every pack
     feed = _Feed(len(pack_dirs))
 
     def run(index: int) -> tuple[PackResult, set[str]] | None:
@@ -346,9 +362,19 @@ def run_packs(
 
     workers = len(pack_dirs) if parallel else 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(run, i) for i in range(len(pack_dirs))]
+        futures: list[Future[tuple[PackResult, set[str]] | None]] = []
+
+        def feed_one(record: Mapping[str, Any]) -> None:
+            # the packs start with the first resource: after `produce` has forked its
+            # planning child (a fork while threads are inside gRPC is unsafe)
+            if not futures:
+                futures.extend(pool.submit(run, i) for i in range(len(pack_dirs)))
+            feed.add(record)
+
         try:
-            done = produce(feed.add)
+            done = produce(feed_one)
+            if not futures:  # a plan without resources
+                futures.extend(pool.submit(run, i) for i in range(len(pack_dirs)))
             feed.end(done)
         except BaseException as exc:
             feed.abort()
