@@ -415,7 +415,10 @@ class VmRealization(Realization):
                     network_id=ctx.networks[n].libvirt_networks[self.host].id,
                     addresses=[self.address(n, i, "vm")],
                     hostname=hostname,
-                    wait_for_lease=False,
+                    # The provider reads `addresses` back from the network's DHCP leases:
+                    # without waiting for the lease, Create stores none and every later
+                    # `pulumi preview` wants to add the address again (found under the engine).
+                    wait_for_lease=True,
                 )
                 for n in networks
             ]

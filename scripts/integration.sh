@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The one CI entry for the real-daemon tests:
-#   start dockerd + libvirtd (installing Debian packages if missing), build or reuse the
-#   base images, run `pytest -m integration tests/integration`, and always stop the
-#   daemons this script started. Exit status: pytest's.
+#   build or reuse the Pulumi CLI and the libvirt provider (tools/engine/build.sh), start
+#   dockerd + libvirtd (installing Debian packages if missing), build or reuse the base
+#   images, run `pytest -m integration tests/integration` (the engine tests get the binaries
+#   through TWINSTACK_ENGINE_BIN), and always stop the daemons this script started.
+#   Exit status: pytest's.
 #
 #   bash scripts/integration.sh [extra pytest args]
 set -uo pipefail
@@ -25,6 +27,11 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+start=$SECONDS
+TWINSTACK_ENGINE_BIN=$(bash tools/engine/build.sh | tail -n1) || exit 1
+export TWINSTACK_ENGINE_BIN
+phase "engine build/reuse" $((SECONDS - start))
 
 start=$SECONDS
 bash scripts/daemons.sh start || exit 1

@@ -13,7 +13,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_STACK = ROOT / "stacks" / "Pulumi.dev.yaml"
-OUR_STACKS = ("itapi", "itbad", "itmeasure", "itmig")
+OUR_STACKS = ("itapi", "itbad", "iteng", "itmeasure", "itmig")
 """Stack names the tests use; every physical name they create starts with one of them."""
 POOL_ROOT = Path("/var/lib/twinstack/pools")
 # The same request, made from inside each instance (no traffic leaves the instance).
@@ -65,6 +65,7 @@ def derived_stack(
     runtime: str,
     domain_type: str,
     cidr: str,
+    protect: bool = False,
 ) -> Path:
     """Write ``Pulumi.<stack>.yaml``: the example's images, our network/pool/host."""
     base = yaml.safe_load(EXAMPLE_STACK.read_text())["config"]
@@ -73,7 +74,7 @@ def derived_stack(
         "twinstack:hosts": {"local": {"domainType": domain_type}},
         "twinstack:networks": [{"name": "apps", "cidr": cidr, "mode": "nat"}],
         "twinstack:storage": [
-            {"name": "data", "path": str(POOL_ROOT / stack), "capacityGib": 50, "protect": False}
+            {"name": "data", "path": str(POOL_ROOT / stack), "capacityGib": 50, "protect": protect}
         ],
         "twinstack:vmImage": base["twinstack:vmImage"],
         "twinstack:services": services,
