@@ -48,12 +48,14 @@ def vm_project(tmp: Path, n: int) -> Path:
     return root
 
 
-def child(root: Path, bindir: Path, state: Path, with_packs: bool) -> None:
+def child(root: Path, bindir: Path, state: Path, with_packs: bool, skip: bool) -> None:
     """Run one preview (in this process, as a child of the benchmark)."""
     from twinstack.engine import offline_engine
 
     os.chdir(root)  # service files are read relative to the project
     engine = offline_engine(bindir, state, install=False)  # the parent installed the plugin
+    if skip:
+        engine.env["PULUMI_SKIP_CHECKPOINTS"] = "true"
     stack = engine.stack("bench", root)
     result = stack.preview(policy_packs=engine.packs if with_packs else None)
     print(f"preview: {result.change_summary}", file=sys.stderr)
@@ -69,12 +71,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--services", default="100")
     ap.add_argument("--packs", action="store_true", help="preview with the three policy packs")
+    ap.add_argument(
+        "--skip-checkpoints", action="store_true",
+        help="preview with PULUMI_SKIP_CHECKPOINTS=true (see BENCHMARKS.md)",
+    )  # fmt: skip
     ap.add_argument("--bin", help="bin dir of tools/engine/build.sh (default: run it)")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         root, bindir, state = map(Path, args.child[:3])
-        child(root, bindir, state, args.packs)
+        child(root, bindir, state, args.packs, args.skip_checkpoints)
         return
     bindir = Path(
         args.bin
@@ -98,7 +104,9 @@ def main() -> None:
             )
             count = len(__import__("json").loads((root / "plan.json").read_text())["resources"])
             me = [sys.executable, __file__, "--child", str(root), str(bindir), str(state)]
-            prev_s = wall(me + (["--packs"] if args.packs else []), root)
+            flags = ["--packs"] if args.packs else []
+            flags += ["--skip-checkpoints"] if args.skip_checkpoints else []
+            prev_s = wall(me + flags, root)
             print(
                 f"| {n:,} | {count:,} | {plan_s:.1f} s | {prev_s:.1f} s | {prev_s / plan_s:.2f} |"
             )
