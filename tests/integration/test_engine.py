@@ -27,7 +27,7 @@ from twinstack.realize.guest import guest_exec, wait_vm
 
 from ._support import CLIENT, PlanFn, derived_stack, example_service, teardown_stack, timed
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
 STACK = "iteng"
 NAME = f"{STACK}-api-0"
