@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -84,7 +84,10 @@ def derived_stack(
     return path
 
 
-PlanFn = Callable[[str, Path], dict[str, Any]]
+class PlanFn(Protocol):
+    """The ``plan_of`` fixture: plan a stack file offline (``preview``: with unknowns)."""
+
+    def __call__(self, stack: str, stack_file: Path, preview: bool = False) -> dict[str, Any]: ...
 
 
 def teardown_stack(docker: Any, virt: Any, stack: str) -> None:

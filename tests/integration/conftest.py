@@ -92,12 +92,12 @@ def plan_of() -> PlanFn:
     """Plan a derived stack file offline (the project's own `twinstack plan` code)."""
     from twinstack.plan import plan_stack
 
-    def _plan(stack: str, stack_file: Path) -> dict[str, Any]:
+    def _plan(stack: str, stack_file: Path, preview: bool = False) -> dict[str, Any]:
         cwd = Path.cwd()
         os.chdir(ROOT)  # build contexts are written relative to the project
         try:
             with timed("plan"):
-                return plan_stack(stack, root=ROOT, stack_file=stack_file)
+                return plan_stack(stack, root=ROOT, stack_file=stack_file, preview=preview)
         finally:
             os.chdir(cwd)
 
