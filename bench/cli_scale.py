@@ -102,13 +102,10 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
-def timed(checkout: Path, root: Path, args: list[str]) -> tuple[float, int, float, int]:
-    """(wall seconds, exit code, peak tree RSS MiB, peak process RSS MiB)."""
-    exe = checkout / ".venv" / "bin" / "twinstack"
+def measure(argv: list[str], cwd: Path) -> tuple[float, int, float, int, str]:
+    """Run argv: (wall seconds, exit code, peak tree RSS MiB, peak process RSS MiB, stderr)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [str(exe), *args], cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0
     done = threading.Event()
 
@@ -125,11 +122,18 @@ def timed(checkout: Path, root: Path, args: list[str]) -> tuple[float, int, floa
     wall = time.perf_counter() - t0
     done.set()
     sampler.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode not in (0, 1):  # 1: policy found a mandatory violation
-        tail = err.decode(errors="replace").strip().splitlines()[-3:]
-        raise SystemExit(f"{' '.join(args)} exited {proc.returncode}: {' | '.join(tail)}")
-    return wall, proc.returncode, peak / 2**20, usage.ru_maxrss // 1024
+    code = os.waitstatus_to_exitcode(status)
+    return wall, code, peak / 2**20, usage.ru_maxrss // 1024, err.decode(errors="replace")
+
+
+def timed(checkout: Path, root: Path, args: list[str]) -> tuple[float, int, float, int]:
+    """(wall seconds, exit code, peak tree RSS MiB, peak process RSS MiB)."""
+    exe = checkout / ".venv" / "bin" / "twinstack"
+    wall, code, tree, proc_rss, err = measure([str(exe), *args], root)
+    if code not in (0, 1):  # 1: policy found a mandatory violation
+        tail = err.strip().splitlines()[-3:]
+        raise SystemExit(f"{' '.join(args)} exited {code}: {' | '.join(tail)}")
+    return wall, code, tree, proc_rss
 
 
 def main() -> None:

@@ -134,12 +134,12 @@ def plans(services: int, hosts: list[str]) -> tuple[dict[str, Any], dict[str, An
         image = f"twinstack/{STACK}-{name}:abc123"
         ctr.append(
             {
-                "urn": f"{cr}$docker:index/image:Image::{name}-container-image",
-                "type": "docker:index/image:Image",
+                "urn": f"{cr}$docker:index/remoteImage:RemoteImage::{name}-container-image",
+                "type": "docker:index/remoteImage:RemoteImage",
                 "name": f"{name}-container-image",
                 "custom": True,
                 "parent": cr,
-                "inputs": {"imageName": image},
+                "inputs": {"name": image, "build": {"context": f".twinstack/build/{name}"}},
             }
         )
         for i in range(replicas):

@@ -1,19 +1,19 @@
-"""`pulumi preview` through the engine and the libvirt provider vs `twinstack plan`, same stack.
+"""`pulumi preview` through the engine and the provider plugins vs `twinstack plan`, same stack.
 
 A generated stack of N services (bench/plan_scale.py's generator, services in service files),
-realized as VMs on this machine's libvirtd (`qemu:///system`): the docker provider cannot be
-built here (tools/engine/README.md), so the container side has no engine to compare with.
-Both commands run as child processes and are timed by wall clock:
+realized as VMs (`--runtime vm`, the default), containers or both on this machine's libvirtd
+(`qemu:///system`) and dockerd. Both commands run as child processes and are timed by wall
+clock; peak tree RSS is sampled as in bench/cli_scale.py:
 
 * `twinstack plan --stack bench` (Pulumi's mocks, the offline path);
-* `preview` of the same program through the Pulumi CLI built by tools/engine/build.sh and the
-  libvirt plugin, inline through the Automation API (no language host here), optionally with
-  the three policy packs (`--packs`).
+* `preview` of the same program through the Pulumi CLI and the plugins built by
+  tools/engine/build.sh, inline through the Automation API (no language host here),
+  optionally with the three policy packs (`--packs`).
 
-    .venv/bin/python bench/engine_preview.py --services 100,1000 [--packs]
+    .venv/bin/python bench/engine_preview.py --services 100,1000 [--runtime container] [--packs]
 
-Needs libvirtd running (`bash scripts/daemons.sh start`): the provider connects at configure
-time. Nothing is created; the state lives in a temporary folder.
+Needs the daemons running (`bash scripts/daemons.sh start`): the providers connect at
+configure time. Nothing is created; the state lives in a temporary folder.
 """
 
 from __future__ import annotations
@@ -23,24 +23,23 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import yaml  # noqa: E402
-from cli_scale import project  # noqa: E402
+from cli_scale import measure, project  # noqa: E402
 
 from twinstack.engine import offline_engine  # noqa: E402
 
 
-def vm_project(tmp: Path, n: int) -> Path:
+def engine_project(tmp: Path, n: int, runtime: str) -> Path:
     root = project(ROOT, tmp, n, per_file=100)
     path = root / "stacks" / "Pulumi.bench.yaml"
     doc = yaml.safe_load(path.read_text())
     config = doc["config"]
-    config["twinstack:runtime"] = "vm"
+    config["twinstack:runtime"] = runtime
     config["twinstack:hosts"] = {h: {"domainType": "qemu"} for h in config["twinstack:hosts"]}
     for storage in config.get("twinstack:storage", []):
         storage["path"] = str(tmp / "pools" / storage["name"])
@@ -61,10 +60,13 @@ def child(root: Path, bindir: Path, state: Path, with_packs: bool, skip: bool) -
     print(f"preview: {result.change_summary}", file=sys.stderr)
 
 
-def wall(argv: list[str], cwd: Path) -> float:
-    start = time.monotonic()
-    subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
-    return time.monotonic() - start
+def run(argv: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall seconds, peak tree RSS MiB) of argv; exits with its stderr's tail if it fails."""
+    wall, code, tree, _, err = measure(argv, cwd)
+    if code != 0:
+        tail = " | ".join(err.strip().splitlines()[-5:])
+        raise SystemExit(f"{argv[1:3]} exited {code} after {wall:.1f} s: {tail}")
+    return wall, tree
 
 
 def main() -> None:
@@ -74,6 +76,10 @@ def main() -> None:
     ap.add_argument(
         "--skip-checkpoints", action="store_true",
         help="preview with PULUMI_SKIP_CHECKPOINTS=true (see BENCHMARKS.md)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--runtime", default="vm", choices=["vm", "container", "both"],
+        help="the stack's twinstack:runtime (default vm)",
     )  # fmt: skip
     ap.add_argument("--bin", help="bin dir of tools/engine/build.sh (default: run it)")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
@@ -89,16 +95,18 @@ def main() -> None:
             check=True, capture_output=True, text=True,
         ).stdout.strip().splitlines()[-1]
     )  # fmt: skip
-    print("| services | resources | twinstack plan | engine preview | ÷ plan |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| services | resources | twinstack plan | peak RSS | engine preview | peak RSS | ÷ plan |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for n in (int(x) for x in args.services.split(",")):
         with tempfile.TemporaryDirectory(prefix="engine-preview-") as t:
             tmp = Path(t)
-            root = vm_project(tmp, n)
+            root = engine_project(tmp, n, args.runtime)
             state = tmp / "state"
             offline_engine(bindir, state)  # installs the plugin (not timed)
             twinstack = str(Path(sys.executable).parent / "twinstack")
-            plan_s = wall(
+            plan_s, plan_mib = run(
                 [twinstack, "plan", "--stack", "bench", "--format", "json", "-o", "plan.json"],
                 root,
             )
@@ -106,9 +114,11 @@ def main() -> None:
             me = [sys.executable, __file__, "--child", str(root), str(bindir), str(state)]
             flags = ["--packs"] if args.packs else []
             flags += ["--skip-checkpoints"] if args.skip_checkpoints else []
-            prev_s = wall(me + flags, root)
+            prev_s, prev_mib = run(me + flags, root)
             print(
-                f"| {n:,} | {count:,} | {plan_s:.1f} s | {prev_s:.1f} s | {prev_s / plan_s:.2f} |"
+                f"| {n:,} | {count:,} | {plan_s:.1f} s | {plan_mib:,.0f} MiB | {prev_s:.1f} s"
+                f" | {prev_mib:,.0f} MiB | {prev_s / plan_s:.2f} |",
+                flush=True,
             )
 
 

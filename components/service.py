@@ -279,19 +279,22 @@ class ContainerRealization(Realization):
         context = ctx.build_root / ctx.stack_name / svc.name
         _write_context(context, files)
         tag = renderers.context_digest(files)
-        image = docker.Image(
+        # The provider's RemoteImage builds it (pulumi-docker's own `Image` is native code that
+        # the provider built here lacks; tools/engine/README.md). The tag is the context's
+        # content hash: a changed context is a new name, so the image is replaced and rebuilt,
+        # and (keep_locally off) the old tag is removed, as `destroy` removes the last one.
+        image = docker.RemoteImage(
             f"{self.resource_name}-image",
-            image_name=f"twinstack/{ctx.stack_name}-{svc.name}:{tag}",
-            build=docker.DockerBuildArgs(
+            name=f"twinstack/{ctx.stack_name}-{svc.name}:{tag}",
+            build=docker.RemoteImageBuildArgs(
                 context=str(context),
-                dockerfile=str(context / "Dockerfile"),
+                dockerfile="Dockerfile",
                 platform="linux/amd64",
             ),
-            skip_push=True,
-            build_on_preview=False,
+            keep_locally=False,
             opts=child,
         )
-        return image.image_name
+        return image.name
 
 
 def _ports_fact(svc: ServiceSpec) -> str:

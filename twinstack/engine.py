@@ -1,7 +1,7 @@
 """Running twinstack's program under a Pulumi CLI that has no Python language host.
 
-tools/engine/build.sh builds the Pulumi CLI and the libvirt provider plugin here; the Python
-language host is not served (tools/engine/README.md). Such a CLI still runs the program
+tools/engine/build.sh builds the Pulumi CLI and the libvirt and docker provider plugins here;
+the Python language host is not served (tools/engine/README.md). Such a CLI still runs the program
 *inline*: the Automation API serves it from this process (`pulumi up --client …`). Policy
 packs, which the CLI would start through the language host when given as directories, are
 given as small executable launchers instead, which the CLI starts directly as analyzers.
@@ -27,9 +27,9 @@ PACKS = ("guardrails", "vm-security", "container-security")
 
 @dataclass(frozen=True)
 class Engine:
-    """A Pulumi CLI with the libvirt plugin installed, offline, in a private PULUMI_HOME."""
+    """A Pulumi CLI with the provider plugins installed, offline, in a private PULUMI_HOME."""
 
-    bindir: Path  # tools/engine/build.sh's output: pulumi, pulumi-resource-libvirt
+    bindir: Path  # tools/engine/build.sh's output: pulumi, pulumi-resource-{libvirt,docker}
     state: Path  # PULUMI_HOME, the file backend, the pack launchers
     env: dict[str, str]
     packs: list[str]
@@ -50,7 +50,12 @@ class Engine:
 
     def stack(self, name: str, work_dir: Path) -> Any:
         """Create or select stack ``name`` of twinstack's program, inline; the stack settings
-        are ``Pulumi.<name>.yaml`` in ``work_dir`` (or its ``stackConfigDir``)."""
+        are ``Pulumi.<name>.yaml`` in ``work_dir`` (or its ``stackConfigDir``).
+
+        Relative paths (service files, the build contexts the program writes and the docker
+        provider builds) resolve against this process's working directory, for the program
+        and the providers alike: for an inline program the CLI starts the providers there, not
+        in ``work_dir`` (the language host would start both in the project directory)."""
         from pulumi import automation as auto
 
         from twinstack.program import run
@@ -58,6 +63,7 @@ class Engine:
         settings = None
         if not any((work_dir / f"Pulumi.{ext}").exists() for ext in ("yaml", "yml", "json")):
             settings = auto.ProjectSettings(name="twinstack", runtime="python")
+
         return auto.create_or_select_stack(
             name,
             project_name="twinstack",
@@ -74,13 +80,18 @@ class Engine:
         )
 
 
-def libvirt_plugin_version() -> str:
-    """The plugin version the pinned pulumi_libvirt SDK asks the engine for."""
+PROVIDERS = ("libvirt", "docker")  # the provider plugins build.sh builds
+
+
+def plugin_version(provider: str) -> str:
+    """The plugin version the pinned SDK of ``provider`` (pulumi_libvirt, pulumi_docker) asks
+    the engine for: its pulumi-plugin.json."""
+    import importlib.util
     import json
 
-    import pulumi_libvirt
-
-    meta = Path(pulumi_libvirt.__file__).parent / "pulumi-plugin.json"
+    spec = importlib.util.find_spec(f"pulumi_{provider}")
+    assert spec is not None and spec.origin is not None, f"pulumi_{provider} is not installed"
+    meta = Path(spec.origin).parent / "pulumi-plugin.json"
     return str(json.loads(meta.read_text())["version"])
 
 
@@ -103,7 +114,7 @@ def pack_launcher(pack: Path, into: Path) -> Path:
 def offline_engine(bindir: Path, state: Path, *, install: bool = True) -> Engine:
     """Set up ``state`` (PULUMI_HOME, a file backend, pack launchers) for the CLI in
     ``bindir``: passphrase secrets, no update checks, no plugin downloads or ambient plugins,
-    and (``install``) the libvirt plugin installed from ``bindir``."""
+    and (``install``) the provider plugins installed from ``bindir``."""
     home, backend = state / "home", state / "backend"
     home.mkdir(parents=True, exist_ok=True)
     backend.mkdir(parents=True, exist_ok=True)
@@ -120,8 +131,9 @@ def offline_engine(bindir: Path, state: Path, *, install: bool = True) -> Engine
     engine = Engine(bindir, state, env, packs)
     if not install:
         return engine
-    engine.run(
-        "plugin", "install", "resource", "libvirt", libvirt_plugin_version(),
-        "--file", str(bindir / "pulumi-resource-libvirt"), cwd=state,
-    )  # fmt: skip
+    for provider in PROVIDERS:
+        engine.run(
+            "plugin", "install", "resource", provider, plugin_version(provider),
+            "--file", str(bindir / f"pulumi-resource-{provider}"), cwd=state,
+        )  # fmt: skip
     return engine

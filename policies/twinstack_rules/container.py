@@ -382,7 +382,8 @@ def image_pinned(args: Any, report: Report) -> None:
     """CIS 4.x / Trivy DS001: pin images to a version tag (or digest, if configured)."""
     require_digest = truthy(config(args, "requireDigest", False))
     if args.resource_type == DOCKER_REMOTE_IMAGE:
-        prop, digest = "name", require_digest
+        # a locally built image (`build`) has no digest before it is built
+        prop, digest = "name", require_digest and not args.props.get("build")
     elif args.resource_type == DOCKER_IMAGE:
         prop, digest = "imageName", False  # a locally built image has no digest before build
     else:

@@ -471,6 +471,13 @@ CASES = [
         expect=["Image 'c' has no `name`"],
     ),
     Case(
+        "remote-build-untagged",
+        "docker-image-pinned",
+        type=REMOTE,
+        base={"name": "twinstack/web", "build": {"context": ".twinstack/build/dev/web"}},
+        expect=["'twinstack/web' on 'c' (name) has no tag"],
+    ),
+    Case(
         "build-untagged",
         "docker-image-pinned",
         type=IMAGE,
@@ -563,6 +570,22 @@ def test_config_changes_thresholds(container_pack: Pack) -> None:
             }
         )
         assert container_pack.analyze(res) == []
+    finally:
+        container_pack.configure(None)
+
+
+def test_require_digest_spares_images_built_here(container_pack: Pack) -> None:
+    """`requireDigest` asks pulled images for a digest; an image the stack builds
+    (RemoteImage with `build`) has none before it is built, so its tag is enough."""
+    pulled = resource(REMOTE, "pulled", {"name": "redis:7.2"})
+    built = resource(
+        REMOTE, "built", {"name": "twinstack/dev-web:3f9a1c", "build": {"context": "ctx"}}
+    )
+    assert container_pack.analyze(pulled) == container_pack.analyze(built) == []
+    try:
+        container_pack.configure({"docker-image-pinned": {"requireDigest": True}})
+        assert [d.policy for d in container_pack.analyze(pulled)] == ["docker-image-pinned"]
+        assert container_pack.analyze(built) == []
     finally:
         container_pack.configure(None)
 

@@ -127,7 +127,6 @@ CHILDREN = {
         "libvirt:index/domain:Domain",
     },
     "twinstack:service:ContainerRealization": {
-        "docker:index/image:Image",
         "docker:index/remoteImage:RemoteImage",
         "docker:index/volume:Volume",
         "docker:index/container:Container",
@@ -447,13 +446,14 @@ def test_docker_images_and_networks(world: dict[str, Any], runtime: str) -> None
             assert img["inputs"]["name"] == svc.image.container
             assert c0["inputs"]["image"] == svc.image.container
             continue
-        img = by_name(doc, "docker:index/image:Image", f"{svc.name}-container-image")
+        img = by_name(doc, "docker:index/remoteImage:RemoteImage", f"{svc.name}-container-image")
         ctx = renderers.render_build_context(svc)
         tag = renderers.context_digest(ctx)
-        assert img["inputs"]["imageName"] == f"twinstack/{STACK}-{svc.name}:{tag}"
-        assert c0["inputs"]["image"] == img["inputs"]["imageName"]
-        assert img["inputs"]["skipPush"] is True
-        dockerfile = world["root"] / img["inputs"]["build"]["dockerfile"]
+        assert img["inputs"]["name"] == f"twinstack/{STACK}-{svc.name}:{tag}"
+        assert c0["inputs"]["image"] == img["inputs"]["name"]
+        assert img["inputs"]["keepLocally"] is False  # destroy removes what it built
+        build = img["inputs"]["build"]
+        dockerfile = world["root"] / build["context"] / build["dockerfile"]  # relative to context
         assert dockerfile.read_text() == renderers.render_dockerfile(svc)
         for rel, content in ctx.items():
             assert (world["root"] / img["inputs"]["build"]["context"] / rel).read_text() == content

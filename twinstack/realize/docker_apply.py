@@ -19,7 +19,6 @@ from typing import Any
 from twinstack.errors import TwinstackError
 from twinstack.realize.records import (
     DOCKER_CONTAINER,
-    DOCKER_IMAGE,
     DOCKER_NETWORK,
     DOCKER_REMOTE_IMAGE,
     DOCKER_VOLUME,
@@ -129,7 +128,7 @@ def _image(client: Any, rec: Record, root: Path, log: Log) -> str:
     import docker.errors
 
     i = rec.inputs
-    tag = str(i["imageName"])
+    tag = str(i["name"])
     try:
         client.images.get(tag)
         return tag  # the tag is the build context's content hash: same tag, same image
@@ -137,7 +136,7 @@ def _image(client: Any, rec: Record, root: Path, log: Log) -> str:
         pass
     build = i.get("build") or {}
     context = (root / build.get("context", ".")).resolve()
-    dockerfile = (root / build.get("dockerfile", context / "Dockerfile")).resolve()
+    dockerfile = (context / build.get("dockerfile", "Dockerfile")).resolve()
     if not context.is_dir():
         raise TwinstackError(
             f"image {tag}: build context {context} does not exist (plan the stack first: "
@@ -150,7 +149,7 @@ def _image(client: Any, rec: Record, root: Path, log: Log) -> str:
             dockerfile=str(dockerfile.relative_to(context)),
             tag=tag,
             platform=build.get("platform"),
-            buildargs=build.get("args") or None,
+            buildargs=build.get("buildArgs") or None,
             target=build.get("target"),
             rm=True,
             forcerm=True,
@@ -328,10 +327,11 @@ def apply_docker(
         applied.networks.append(_network(client, rec, log))
     for rec in plan.of_type(DOCKER_VOLUME):
         applied.volumes.append(_volume(client, rec, log))
-    for rec in plan.of_type(DOCKER_IMAGE):
-        applied.images.append(_image(client, rec, root, log))
     for rec in plan.of_type(DOCKER_REMOTE_IMAGE):
-        applied.images.append(_remote_image(client, rec))
+        if rec.inputs.get("build"):
+            applied.images.append(_image(client, rec, root, log))
+        else:
+            applied.images.append(_remote_image(client, rec))
     for rec in plan.of_type(DOCKER_CONTAINER):
         applied.containers.append(_container(client, rec, log, applied, on_create))
     return applied

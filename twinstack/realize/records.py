@@ -14,7 +14,6 @@ from twinstack.wire import UNKNOWN
 
 DOCKER_NETWORK = "docker:index/network:Network"
 DOCKER_VOLUME = "docker:index/volume:Volume"
-DOCKER_IMAGE = "docker:index/image:Image"
 DOCKER_REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
 DOCKER_CONTAINER = "docker:index/container:Container"
 LIBVIRT_NETWORK = "libvirt:index/network:Network"
