@@ -370,6 +370,21 @@ class VmRealization(Realization):
         secrets = self.secret_env()
         for i in range(svc.replicas):
             name = instance_name(ctx, svc, i)
+            hostname = name
+
+            def _user_data(values: dict[str, str], hostname: str = hostname) -> str:
+                return renderers.render_cloud_init(svc, hostname=hostname, secret_values=values)
+
+            # The release: what cloud-init installs, in its secret-free rendering (as the
+            # offline plan has it). A new release gets a new root clone and a new domain, so
+            # cloud-init installs it on a first boot (it runs once per instance, and the
+            # provider would only swap the seed disk of a running domain); the data volumes
+            # stay. A rotated secret value alone is no new release: `pulumi up --replace`.
+            release = pulumi.ResourceOptions(
+                replacement_trigger=renderers.context_digest(
+                    {"user-data": _user_data(renderers.secret_placeholders(svc))}
+                )
+            )
             root = libvirt.Volume(
                 f"{self.resource_name}-{i}-root",
                 name=f"{name}-root.qcow2",
@@ -377,7 +392,7 @@ class VmRealization(Realization):
                 base_volume_id=base.id,
                 size=svc.resources.disk_gib * GIB,
                 format="qcow2",
-                opts=child,
+                opts=pulumi.ResourceOptions.merge(child, release),
             )
             disks = [libvirt.DomainDiskArgs(volume_id=root.id)]
             for vol in svc.volumes:
@@ -395,11 +410,6 @@ class VmRealization(Realization):
                     ),
                 )
                 disks.append(libvirt.DomainDiskArgs(volume_id=data.id))
-            hostname = name
-
-            def _user_data(values: dict[str, str], hostname: str = hostname) -> str:
-                return renderers.render_cloud_init(svc, hostname=hostname, secret_values=values)
-
             user_data: pulumi.Input[str]
             if svc.secrets:
                 user_data = pulumi.Output.secret(secrets.apply(_user_data))
@@ -469,7 +479,8 @@ class VmRealization(Realization):
                 description=json.dumps(facts, sort_keys=True),
                 **direct_boot,
                 opts=pulumi.ResourceOptions.merge(
-                    child, pulumi.ResourceOptions(delete_before_replace=True)
+                    pulumi.ResourceOptions.merge(child, release),
+                    pulumi.ResourceOptions(delete_before_replace=True),
                 ),
             )
             endpoints = {}

@@ -248,7 +248,7 @@ def _exec(deployed: Deployed, docker: Any, virt: Any, argv: list[str]) -> tuple[
         res = guest_exec(virt.lookupByName(deployed.side.instance), argv)
         return res.exit_code, res.stdout if res.exit_code == 0 else res.stderr
     code, out = docker.containers.get(deployed.side.instance).exec_run(argv, demux=True)
-    return code, (out[0] if code == 0 else out[1] or out[0] or b"").decode()
+    return code, ((out[0] if code == 0 else out[1] or out[0]) or b"").decode()
 
 
 def test_secret_reaches_the_service_and_nothing_else(
@@ -350,6 +350,45 @@ def test_second_preview_and_refresh_change_nothing(deployed: Deployed) -> None:
     refreshed = deployed.stack.refresh()
     changes = dict(refreshed.summary.resource_changes or {})
     assert set(changes) <= {"same"}, changes
+
+
+def test_new_release_reaches_the_instance(deployed: Deployed, docker: Any, virt: Any) -> None:
+    """A changed service file, `pulumi up`: the instance is replaced (a new image and
+    container; a new root clone and domain, whose first boot installs the release), the new
+    file is what runs, and data written before is still there (the volumes stay)."""
+    import yaml
+
+    item = json.dumps({"id": "before-release-2"})
+    code, out = _exec(deployed, docker, virt, ["/usr/bin/python3", "-c", CLIENT, "8081",
+                                               "POST", "/items", item])  # fmt: skip
+    assert code == 0 and json.loads(out)["status"] == 201, out
+    assert _exec(deployed, docker, virt, ["/usr/bin/sync"])[0] == 0  # a VM's domain is cut
+    name = deployed.side.instance
+    if deployed.side.runtime == "vm":
+        before = virt.lookupByName(name).UUIDString()
+    else:
+        before = docker.containers.get(name).id
+    # as a user edits the stack file: the encrypted secret and its salt stay as they are
+    doc = yaml.safe_load(deployed.stack_file.read_text(encoding="utf-8"))
+    app = doc["config"]["twinstack:services"][0]["build"]["files"][0]
+    app["content"] += "# release 2\n"
+    deployed.stack_file.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    with timed(f"engine {deployed.side.runtime}: up (release 2)"):
+        deployed.stack.up()
+    if deployed.side.runtime == "vm":
+        assert virt.lookupByName(name).UUIDString() != before
+        with timed("engine vm: healthy (release 2)"):
+            health = wait_vm(virt, name, "api", Path("/nonexistent"), timeout_s=VM_TIMEOUT_S,
+                             probe_after_boot=True)  # fmt: skip
+    else:
+        assert docker.containers.get(name).id != before
+        health = wait_container(docker, name, timeout_s=CONTAINER_TIMEOUT_S)
+    assert health.healthy, str(health)
+    code, out = _exec(deployed, docker, virt, ["/bin/cat", app["path"]])
+    assert code == 0 and out.endswith("# release 2\n"), out[-200:]
+    code, out = _exec(deployed, docker, virt, ["/usr/bin/python3", "-c", CLIENT, "8081",
+                                               "GET", "/items"])  # fmt: skip
+    assert code == 0 and {"id": "before-release-2"} in json.loads(out)["body"], out
 
 
 def test_destroy_leaves_nothing(deployed: Deployed, docker: Any, virt: Any) -> None:
