@@ -380,10 +380,9 @@ class VmRealization(Realization):
             # cloud-init installs it on a first boot (it runs once per instance, and the
             # provider would only swap the seed disk of a running domain); the data volumes
             # stay. A rotated secret value alone is no new release: `pulumi up --replace`.
+            offline = _user_data(renderers.secret_placeholders(svc))
             release = pulumi.ResourceOptions(
-                replacement_trigger=renderers.context_digest(
-                    {"user-data": _user_data(renderers.secret_placeholders(svc))}
-                )
+                replacement_trigger=renderers.context_digest({"user-data": offline})
             )
             root = libvirt.Volume(
                 f"{self.resource_name}-{i}-root",
@@ -410,11 +409,10 @@ class VmRealization(Realization):
                     ),
                 )
                 disks.append(libvirt.DomainDiskArgs(volume_id=data.id))
-            user_data: pulumi.Input[str]
-            if svc.secrets:
-                user_data = pulumi.Output.secret(secrets.apply(_user_data))
-            else:
-                user_data = _user_data({})
+            # without secrets the offline rendering is the real one
+            user_data: pulumi.Input[str] = (
+                pulumi.Output.secret(secrets.apply(_user_data)) if svc.secrets else offline
+            )
             seed = libvirt.CloudInitDisk(
                 f"{self.resource_name}-{i}-cloudinit",
                 name=f"{name}-cloudinit.iso",

@@ -63,7 +63,6 @@ class Engine:
         settings = None
         if not any((work_dir / f"Pulumi.{ext}").exists() for ext in ("yaml", "yml", "json")):
             settings = auto.ProjectSettings(name="twinstack", runtime="python")
-
         return auto.create_or_select_stack(
             name,
             project_name="twinstack",

@@ -90,10 +90,7 @@ docker_src() {
   cp "$here/docker/go.mod" "$here/docker/go.sum" "$here/docker/main.go" "$src/"
   echo "$src"
 }
-if [ -x "$bindir/pulumi-resource-docker" ]; then
-  echo "build.sh: reused $bindir/pulumi-resource-docker ($(du -h "$bindir/pulumi-resource-docker" | cut -f1))" >&2
-else
-  src="$(docker_src)" # an assignment, so a failure in it stops the script (set -e)
-  build pulumi-resource-docker "$src" .
-fi
+# prepared once per cache key, beside the binary (reuse costs a copy of three files)
+src="$(docker_src)" # an assignment, so a failure in it stops the script (set -e)
+build pulumi-resource-docker "$src" .
 echo "$bindir"

@@ -136,7 +136,6 @@ def _image(client: Any, rec: Record, root: Path, log: Log) -> str:
         pass
     build = i.get("build") or {}
     context = (root / build.get("context", ".")).resolve()
-    dockerfile = (context / build.get("dockerfile", "Dockerfile")).resolve()
     if not context.is_dir():
         raise TwinstackError(
             f"image {tag}: build context {context} does not exist (plan the stack first: "
@@ -146,7 +145,7 @@ def _image(client: Any, rec: Record, root: Path, log: Log) -> str:
     try:
         client.images.build(
             path=str(context),
-            dockerfile=str(dockerfile.relative_to(context)),
+            dockerfile=build.get("dockerfile", "Dockerfile"),  # relative to the context
             tag=tag,
             platform=build.get("platform"),
             buildargs=build.get("buildArgs") or None,
