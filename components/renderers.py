@@ -27,6 +27,26 @@ UNHEALTHY_MARKER = "twinstack-unhealthy"
 """Printed on the serial console when readiness fails, with the failing step."""
 
 _LIB = "/usr/local/lib/twinstack"
+SECRETS_DIR = "/run/secrets"
+"""Where a container finds its secrets: one file per variable, ``/run/secrets/<ENV>``, on a
+read-only volume (``components.service``); ``<ENV>_FILE`` names the file."""
+SECRETS_LOADER = f"{_LIB}/secrets-env"
+"""The entrypoint of a built image whose service has secrets (:data:`SECRETS_LOADER_SCRIPT`)."""
+SECRETS_LOADER_SCRIPT = f"""#!/bin/bash
+# Rendered by twinstack. For each NAME_FILE that names a file under {SECRETS_DIR}/, exports
+# NAME with the file's whole content (the VM's env file gives the service the same
+# variables), drops NAME_FILE, then runs the command. It reads no stack file text.
+set -euo pipefail
+for var in $(compgen -e); do
+  [[ $var == *_FILE && ${{!var}} == {SECRETS_DIR}/* ]] || continue
+  path=${{!var}}
+  value=
+  IFS= read -r -d '' value <"$path" || [[ -r $path ]]
+  export "${{var%_FILE}}=$value"
+  unset "$var"
+done
+exec "$@"
+"""
 SERVICE_UID = 10001
 """uid (and, through useradd's user group, gid) of the service user twinstack creates:
 the same in the image and in the VM, so files on a volume keep their owner when
@@ -64,11 +84,29 @@ def health_script(svc: ServiceSpec) -> str | None:
 
 
 def health_probe(svc: ServiceSpec) -> list[str] | None:
-    """Docker ``healthcheck.test`` for the service; the VM runs the same script."""
+    """Docker ``healthcheck.test`` for the service; the VM runs the same script.
+
+    ``docker exec`` skips the image's entrypoint, so a built image with secrets runs the
+    probe through the secrets loader: it sees the environment the service sees, as the
+    VM's probe unit does (``EnvironmentFile``).
+    """
     script = health_script(svc)
     if script is None:
         return None
-    return ["CMD", "/bin/bash", "-c", script]
+    loader = [SECRETS_LOADER] if loads_secrets(svc) else []
+    return ["CMD", *loader, "/bin/bash", "-c", script]
+
+
+def loads_secrets(svc: ServiceSpec) -> bool:
+    """Whether the service's image carries :data:`SECRETS_LOADER` as its entrypoint: a built
+    image of a service with secrets. A prebuilt image gets ``<ENV>_FILE`` only (the
+    convention of the official images) and reads the file itself."""
+    return svc.build is not None and bool(svc.secrets)
+
+
+def secret_file(env: str) -> str:
+    """The file a container reads the secret ``env`` from."""
+    return f"{SECRETS_DIR}/{env}"
 
 
 def _service_files(svc: ServiceSpec) -> list[FileSpec]:
@@ -111,6 +149,11 @@ def render_dockerfile(svc: ServiceSpec) -> str:
         lines.append(f"VOLUME {json.dumps([v.mount_path])}")  # JSON form: an array
     for p in svc.ports:
         lines.append(f"EXPOSE {p.port}/{p.protocol}")
+    if loads_secrets(svc):
+        # the loader exports each secret from its file (SECRETS_DIR), then runs CMD
+        lines.append(f"COPY twinstack/secrets-env {SECRETS_LOADER}")
+        lines.append(f"RUN chmod 0755 {SECRETS_LOADER}")
+        lines.append(f"ENTRYPOINT {json.dumps([SECRETS_LOADER])}")
     lines.append(f"USER {b.user}")
     lines.append(f"WORKDIR {b.working_dir}")
     lines.append(f"CMD {json.dumps(b.command)}")
@@ -120,6 +163,8 @@ def render_dockerfile(svc: ServiceSpec) -> str:
 def render_build_context(svc: ServiceSpec) -> dict[str, str]:
     """Files of the Docker build context: ``Dockerfile`` and ``rootfs/<path>`` per file."""
     ctx = {"Dockerfile": render_dockerfile(svc)}
+    if loads_secrets(svc):
+        ctx["twinstack/secrets-env"] = SECRETS_LOADER_SCRIPT
     for f in _service_files(svc):
         ctx["rootfs" + f.path] = f.content
     return ctx

@@ -139,23 +139,31 @@ class ContainerRealization(Realization):
                 retries=hc.retries,
                 start_period=f"{hc.start_period_s}s",
             )
-        plain = [f"{k}={v}" for k, v in sorted(svc.environment.items())]
-        secret_envs: pulumi.Output[Any] = self.secret_env().apply(
-            lambda vals: [f"{k}={vals[k]}" for k in sorted(vals)]
-        )
-        envs: pulumi.Input[list[str]] = (
-            pulumi.Output.all(plain, pulumi.Output.secret(secret_envs)).apply(
-                lambda parts: [*parts[0], *parts[1]]
-            )
-            if svc.secrets
-            else plain
-        )
+        # Secrets never enter the container's configuration (CIS 4.10: `docker inspect`
+        # shows it): each is a file on a read-only volume, /run/secrets/<ENV>, and the
+        # environment names it, <ENV>_FILE (a built image's entrypoint turns that back into
+        # <ENV>: renderers.SECRETS_LOADER_SCRIPT).
+        envs = [f"{k}={v}" for k, v in sorted(svc.environment.items())] + [
+            f"{env}_FILE={renderers.secret_file(env)}" for env in sorted(svc.secrets)
+        ]
         networks = ctx.spec.networks_of(svc)
         # a prebuilt image without `user` keeps the image's own USER
         user = renderers.service_user(svc) if svc.build is not None or svc.image_user else None
         for i in range(svc.replicas):
             name = instance_name(ctx, svc, i)
             mounts = []
+            holder: list[pulumi.Resource] = []
+            if svc.secrets:
+                secrets_volume, writer = self._secrets(i, name, image_ref, child)
+                holder.append(writer)
+                mounts.append(
+                    docker.ContainerMountArgs(
+                        target=renderers.SECRETS_DIR,
+                        type="volume",
+                        source=secrets_volume.name,
+                        read_only=True,
+                    )
+                )
             for vol in svc.volumes:
                 volume = docker.Volume(
                     f"{self.resource_name}-{i}-{vol.name}",
@@ -247,7 +255,7 @@ class ContainerRealization(Realization):
                 wait=False,
                 destroy_grace_seconds=10,
                 opts=pulumi.ResourceOptions.merge(
-                    child, pulumi.ResourceOptions(delete_before_replace=True)
+                    child, pulumi.ResourceOptions(delete_before_replace=True, depends_on=holder)
                 ),
             )
             endpoints = {}
@@ -295,6 +303,77 @@ class ContainerRealization(Realization):
             opts=child,
         )
         return image.name
+
+    def _secrets(
+        self,
+        replica: int,
+        name: str,
+        image_ref: pulumi.Input[str],
+        child: pulumi.ResourceOptions,
+    ) -> tuple[docker.Volume, docker.Container]:
+        """The secrets of one replica: a volume holding /run/secrets/<ENV>, written by a
+        container that is created and never started.
+
+        The provider's `upload` writes files into a container before its start, but Docker
+        refuses that on a read-only root, so the service container cannot take them itself.
+        The writer is created with the same image and the volume mounted read-write,
+        receives one file per secret (mode 0444: the service's user reads it, and only the
+        service's container mounts the volume, read-only), and never runs a process. The
+        upload's content is the secret Output, kept encrypted in the state; nothing secret is
+        in either container's configuration. A rotated value replaces the writer (uploads
+        force a new container) and rewrites the file; the service reads it at its next start
+        (`pulumi up --replace`, as for a VM).
+        """
+        svc, ctx = self.svc, self.ctx
+        labels = docker_labels(
+            ctx.stack_name, service=svc.name, runtime="container", role="secrets"
+        )
+        volume = docker.Volume(
+            f"{self.resource_name}-{replica}-secrets",
+            name=f"{name}-secrets",
+            labels=[docker.VolumeLabelArgs(label=k, value=v) for k, v in labels.items()],
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(delete_before_replace=True)
+            ),
+        )
+        uploads = [
+            docker.ContainerUploadArgs(
+                file=renderers.secret_file(env),
+                content=pulumi.Output.secret(self.ctx.secret(key)),
+                permissions="0444",
+            )
+            for env, key in sorted(svc.secrets.items())
+        ]
+        writer = docker.Container(
+            f"{self.resource_name}-{replica}-secrets",
+            name=f"{name}-secrets",
+            image=image_ref,
+            # never started: no process, no network (policies: never_started)
+            start=False,
+            must_run=False,
+            network_mode="none",
+            user=renderers.service_user(svc) if svc.build is not None or svc.image_user else None,
+            mounts=[
+                docker.ContainerMountArgs(
+                    target=renderers.SECRETS_DIR, type="volume", source=volume.name
+                )
+            ],
+            uploads=uploads,
+            # the service's limits (they reserve nothing; the same bounds hold for both)
+            memory=svc.resources.memory_mib,
+            memory_swap=svc.resources.memory_mib,
+            cpus=docker_cpus(svc.resources.vcpus),
+            restart="no",
+            log_driver="json-file",
+            log_opts={"max-size": "1m", "max-file": "1"},
+            labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in labels.items()],
+            capabilities=docker.ContainerCapabilitiesArgs(drops=["ALL"]),
+            security_opts=["no-new-privileges:true"],
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(delete_before_replace=True)
+            ),
+        )
+        return volume, writer
 
 
 def _ports_fact(svc: ServiceSpec) -> str:

@@ -268,6 +268,7 @@ RESERVED_PATHS: tuple[str, ...] = (
     "/usr/local/lib/twinstack",
     "/etc/systemd",
     "/run/twinstack",
+    "/run/secrets",
 )
 """Paths twinstack itself writes in an instance; files and volumes may not shadow them."""
 
@@ -279,6 +280,20 @@ def _check_not_reserved(path: str, what: str) -> None:
                 f"{what} may not be placed at {path!r}: {root}/… is reserved "
                 f"(twinstack writes there); reserved: {', '.join(RESERVED_PATHS)}"
             )
+
+
+def _check_env_secrets(environment: Mapping[str, str], secrets: Mapping[str, str]) -> None:
+    """No variable is both plain and secret, and none is a secret's ``<ENV>_FILE``: a
+    container gets that variable naming the secret's file (``components.service``)."""
+    both = sorted(set(environment) & set(secrets))
+    if both:
+        raise ValueError(f"{both} set in both `environment` and `secrets`")
+    files = sorted(f"{env}_FILE" for env in secrets if f"{env}_FILE" in environment)
+    if files:
+        raise ValueError(
+            f"{files} in `environment` name secret files: a container gets <ENV>_FILE="
+            "/run/secrets/<ENV> for each of `secrets`; rename the variable"
+        )
 
 
 def _check_image_ref(v: str) -> str:
@@ -355,9 +370,7 @@ class BuildSpec(Model):
 
     @model_validator(mode="after")
     def _no_overlap(self) -> BuildSpec:
-        both = sorted(set(self.environment) & set(self.secrets))
-        if both:
-            raise ValueError(f"{both} set in both `environment` and `secrets`")
+        _check_env_secrets(self.environment, self.secrets)
         paths: set[str] = set()
         for f in self.files:
             if f.path in paths:
@@ -382,6 +395,11 @@ class PrebuiltSpec(Model):
     @classmethod
     def _pinned(cls, v: str) -> str:
         return _check_image_ref(v)
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> PrebuiltSpec:
+        _check_env_secrets(self.environment, self.secrets)
+        return self
 
 
 class RestartPolicy(Model):

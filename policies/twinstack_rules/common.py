@@ -113,6 +113,14 @@ def truthy(value: Any) -> bool:
     return bool(value)
 
 
+def never_started(props: Any) -> bool:
+    """A container created with ``start: false``: it holds a configuration and files (a
+    twinstack service's secrets writer) and runs no process, so rules about a running
+    container's behaviour (its root file system's writes, its health) do not apply."""
+    start = props.get("start")
+    return start is False or (isinstance(start, str) and start.strip().lower() == "false")
+
+
 def as_list(value: Any) -> list[Any]:
     if value is None:
         return []
@@ -151,6 +159,24 @@ def credential_looking_value(value: str) -> bool:
     from twinstack_rules.container import SECRET_VALUE_RES
 
     return any(rx.search(value) for rx in SECRET_VALUE_RES)
+
+
+SECRETS_DIR = "/run/secrets"
+"""Where twinstack's containers read their secrets: ``/run/secrets/<ENV>`` on a read-only
+volume, named by ``<ENV>_FILE`` in the environment (``components.service``)."""
+
+
+SECRETS_LOADER = "/usr/local/lib/twinstack/secrets-env"
+"""The entrypoint of twinstack's built images with secrets: exports each ``<ENV>`` from its
+file, then runs its arguments (``components.renderers.SECRETS_LOADER_SCRIPT``)."""
+
+
+def secret_file_env(key: str, value: str) -> str | None:
+    """The variable a ``<ENV>_FILE=/run/secrets/<ENV>`` entry stands for (``<ENV>``), else
+    ``None``."""
+    if key.endswith("_FILE") and len(key) > 5 and value == f"{SECRETS_DIR}/{key[:-5]}":
+        return key[:-5]
+    return None
 
 
 SECRET_PLACEHOLDER_RE = re.compile(r"\[secret:[^\]\s]+\]")

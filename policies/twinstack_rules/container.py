@@ -22,6 +22,7 @@ from twinstack_rules.common import (
     docker_labels,
     for_types,
     is_loopback,
+    never_started,
     normpath,
     num,
     truthy,
@@ -213,6 +214,8 @@ def non_root_user(args: Any, report: Report) -> None:
 @for_types(DOCKER_CONTAINER)
 def read_only_rootfs(args: Any, report: Report) -> None:
     """CIS 5.12: mount the root filesystem read-only; write to tmpfs/volumes only."""
+    if never_started(args.props):
+        return  # Docker writes uploads through the root before a start: none comes
     if not truthy(args.props.get("readOnly")):
         report(
             f"Container '{args.name}' has a writable root filesystem. Set readOnly=true and "
@@ -293,6 +296,8 @@ def no_devices(args: Any, report: Report) -> None:
 @for_types(DOCKER_CONTAINER)
 def healthcheck(args: Any, report: Report) -> None:
     """CIS 4.6 / 5.26: a health check lets Docker and operators see a hung service."""
+    if never_started(args.props):
+        return  # no process to check
     check = args.props.get("healthcheck")
     tests = [str(t) for t in (check.get("tests") or [])] if check else []
     if not tests or tests[0].upper() == "NONE":

@@ -48,9 +48,17 @@ from typing import Any
 from pulumi_policy import proxy
 from pulumi_policy.deserialize import SPECIAL_SIG_KEY
 
-from twinstack_rules.common import YAMLError, load_yaml, num
+from twinstack_rules.common import (
+    SECRETS_DIR,
+    SECRETS_LOADER,
+    YAMLError,
+    load_yaml,
+    num,
+    secret_file_env,
+)
 from twinstack_rules.formats import (
     FormatError,
+    declared_secret_keys,
     read_env_file,
     read_unit,
     split_exec,
@@ -72,6 +80,10 @@ class _Marker:
 
 UNREADABLE: Any = _Marker("unreadable", "unreadable (a secret or unknown value)")
 """A redacted secret or unknown value: the facet is not compared."""
+
+SECRET_VALUE: Any = _Marker("secret", "filled from a Pulumi secret (the value is not compared)")
+"""A variable filled from a Pulumi secret: declared so by a VM's env file, or named in a
+container by ``<ENV>_FILE=/run/secrets/<ENV>``. Equal to itself; values are not compared."""
 
 IMAGE_DEFAULT: Any = _Marker("image-default", "the image's own (not in the inputs)")
 """The container leaves the setting to its image: the facet is not compared."""
@@ -309,6 +321,11 @@ def _env_entries(entries: Any) -> Any:
         if not sep:
             return Undecodable(f"envs entry {str(entry)[:40]!r} has no '='")
         env[key] = value
+    for key, value in list(env.items()):
+        secret = secret_file_env(key, value)
+        if secret is not None:  # the service sees <ENV>, read from the file
+            del env[key]
+            env[secret] = SECRET_VALUE
     return env
 
 
@@ -379,6 +396,7 @@ def container_facts(props: Mapping[str, Any]) -> dict[str, Any]:
         for m in props.get("mounts") or []
         if m.get("type") != "tmpfs" and m.get("target")
     }
+    targets.discard(SECRETS_DIR)  # the secrets' volume: the VM's twin is its env file
     targets |= {
         _path(v["containerPath"]) for v in props.get("volumes") or [] if v.get("containerPath")
     }
@@ -389,6 +407,8 @@ def container_facts(props: Mapping[str, Any]) -> dict[str, Any]:
     if not tests or tests[0].upper() == "NONE":
         facts["health.probe"] = None
     else:
+        if tests[1:2] == [SECRETS_LOADER]:  # the probe gets the service's secrets first
+            tests = tests[:1] + tests[2:]
         if tests[:3] == ["CMD", "/bin/bash", "-c"] and len(tests) == 4:
             facts["health.probe"] = tests[3]
         elif tests[0] == "CMD-SHELL" and len(tests) == 2:
@@ -544,6 +564,8 @@ def _unit_env(unit: _Unit, files: dict[str, Any], path: str) -> Any:
             env.update(read_env_file(text))
         except FormatError as exc:
             return Undecodable(f"{name}: {exc}")
+        for key in declared_secret_keys(text) & set(env):
+            env[key] = SECRET_VALUE
     return env
 
 

@@ -183,3 +183,25 @@ def test_bad_documents_are_errors(doc: Any) -> None:
 
 def test_never_deployed_stack_has_no_instances() -> None:
     assert read_footprint({"version": 3, "deployment": {"manifest": {}}}).instances == ()
+
+
+def test_a_never_started_container_is_no_instance() -> None:
+    """A service's secrets writer is created with `start: false`: it runs nothing and holds
+    nothing of the host, so it is neither an instance nor a footprint."""
+    base = "urn:pulumi:s::twinstack::docker:index/container:Container::"
+    labels = [{"label": "twinstack.service", "value": "api"}]
+    resources = [
+        {
+            "type": "docker:index/container:Container",
+            "urn": base + "api-container-0-secrets",
+            "inputs": {"memory": 512, "cpus": "1", "start": False, "labels": labels},
+        },
+        {
+            "type": "docker:index/container:Container",
+            "urn": base + "api-container-0",
+            "inputs": {"memory": 512, "cpus": "1", "labels": labels},
+        },
+    ]
+    assert [i.name for i in read_footprint(resources).instances] == ["api-container-0"]
+    resources[0]["inputs"]["start"] = True
+    assert len(read_footprint(resources).instances) == 2

@@ -44,11 +44,6 @@ class Side:
     stack: str
     cidr: str
     provider: str  # the package whose resources realize it
-    # pack -> its policy config (`--policy-pack-config`); on the container side the secret is
-    # an environment variable, which docker-no-env-secrets (CIS 4.10: `docker inspect` shows
-    # it) stops by default: a stack that accepts that lowers the policy to advisory
-    pack_config: dict[str, dict[str, Any]] = field(default_factory=dict)
-    advisories: frozenset[str] = frozenset()  # the policies expected to report, advisory
 
     @property
     def instance(self) -> str:
@@ -60,28 +55,8 @@ class Side:
 
 SIDES = {
     "vm": Side("vm", "iteng", "10.213.11.0/24", "libvirt"),
-    "container": Side(
-        "container",
-        "itengct",
-        "10.213.13.0/24",
-        "docker",
-        pack_config={"container-security": {"docker-no-env-secrets": "advisory"}},
-        advisories=frozenset({"docker-no-env-secrets"}),
-    ),
+    "container": Side("container", "itengct", "10.213.13.0/24", "docker"),
 }
-
-
-def _pack_configs(engine: Engine, side: Side, into: Path) -> list[str] | None:
-    """One `--policy-pack-config` file per pack, in the order of ``engine.packs``."""
-    if not side.pack_config:
-        return None
-    files = []
-    for launcher in engine.packs:
-        pack = Path(launcher).parent.name
-        path = into / f"{pack}.policy-config.json"
-        path.write_text(json.dumps(side.pack_config.get(pack, {})))
-        files.append(str(path))
-    return files
 
 
 @dataclass
@@ -156,14 +131,13 @@ def deployed(
     # as `pulumi config set --secret apiToken …` does: encrypted in the stack file
     stack.set_config("twinstack:apiToken", auto.ConfigValue(value=SECRET, secret=True))
     deployed: Deployed | None = None
-    configs = _pack_configs(engine, side, tmp)
     try:
         pre = Events()
         with timed(f"engine {side.runtime}: preview (with packs)"):
-            stack.preview(policy_packs=engine.packs, policy_pack_configs=configs, on_event=pre)
+            stack.preview(policy_packs=engine.packs, on_event=pre)
         up = Events()
         with timed(f"engine {side.runtime}: up (with packs)"):
-            result = stack.up(policy_packs=engine.packs, policy_pack_configs=configs, on_event=up)
+            result = stack.up(policy_packs=engine.packs, on_event=up)
         deployed = Deployed(
             side, engine, stack, pre, up, dict(result.summary.resource_changes or {}),
             engine.state / "work" / f"Pulumi.{side.stack}.yaml",
@@ -214,12 +188,8 @@ def test_preview_and_up_create_the_plan(deployed: Deployed) -> None:
             (v[0], m) for v, m in zip(events.policy, events.messages, strict=True)
             if v[2] == "advisory"
         ]  # fmt: skip
-        assert {p for p, _ in advisory} >= deployed.side.advisories
-        # any other advisory is pulumi-policy's for an input not known before create
-        assert all(
-            p in deployed.side.advisories or "can't be known during preview" in m
-            for p, m in advisory
-        ), advisory
+        # the only advisories: pulumi-policy's for an input not known before create
+        assert all("can't be known during preview" in m for _, m in advisory), advisory
     assert deployed.up.diags == []
 
 
@@ -265,6 +235,19 @@ def test_secret_reaches_the_service_and_nothing_else(
     )
     assert code == 0, out
     assert f"API_TOKEN={SECRET}" in out.splitlines()
+    if deployed.side.runtime == "container":
+        # CIS 4.10: the value is in no container's configuration (`docker inspect`), only in
+        # /run/secrets/API_TOKEN on the read-only volume its never-started writer filled
+        service = docker.containers.get(deployed.side.instance)
+        assert "API_TOKEN_FILE=/run/secrets/API_TOKEN" in service.attrs["Config"]["Env"]
+        (mount,) = [m for m in service.attrs["Mounts"] if m["Destination"] == "/run/secrets"]
+        assert mount["RW"] is False and mount["Type"] == "volume"
+        writer = docker.containers.get(f"{deployed.side.instance}-secrets")
+        assert writer.status == "created"  # never started
+        for attrs in (service.attrs, writer.attrs):
+            assert SECRET not in json.dumps(attrs, ensure_ascii=False)
+        code, out = _exec(deployed, docker, virt, ["/bin/cat", "/run/secrets/API_TOKEN"])
+        assert (code, out) == (0, SECRET)
     # what is stored: the backend's state file, and `pulumi stack export` as a user runs it
     # (the Automation API's export_stack() passes --show-secrets, so it is not used here)
     name = deployed.side.stack
@@ -289,9 +272,28 @@ def _translate(value: Any, ids: dict[str, str]) -> Any:
     return value
 
 
+def _has_secret(value: Any) -> bool:
+    if isinstance(value, dict):
+        return SECRET_SIG in value or any(_has_secret(v) for v in value.values())
+    return isinstance(value, list) and any(_has_secret(v) for v in value)
+
+
+def _unseal(value: Any) -> Any:
+    """A state value with its secret envelopes opened (`--show-secrets` gives plaintext)."""
+    if isinstance(value, dict) and SECRET_SIG in value:
+        return _unseal(json.loads(value["plaintext"]) if "plaintext" in value else value["value"])
+    if isinstance(value, dict):
+        return {k: _unseal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unseal(v) for v in value]
+    return value
+
+
 def _covered(got: Any, want: Any) -> bool:
     """``want`` (the plan) is in ``got`` (the state): the provider may add defaults, at any
     depth, but may not change or drop what the program sent."""
+    if isinstance(want, dict) and SECRET_SIG in want:
+        return True  # a secret's value (the plan's placeholder): compared on its own
     if isinstance(want, dict):
         return isinstance(got, dict) and all(
             k in got and _covered(got[k], v) for k, v in want.items()
@@ -326,6 +328,11 @@ def test_engine_inputs_match_the_offline_plan(deployed: Deployed, plan_of: PlanF
             if isinstance(value, dict) and SECRET_SIG in value:  # a secret: compared above
                 assert isinstance(got.get(key), dict) and SECRET_SIG in got[key], (urn, key)
                 want = {k: v for k, v in want.items() if k != key}
+            elif _has_secret(value):
+                # a secret inside (an upload's content): the engine encrypts the whole
+                # property; the rest of it must match, the secret's value is compared above
+                assert isinstance(raw.get(key), dict) and SECRET_SIG in raw[key], (urn, key)
+                got[key] = _translate(_unseal(raw[key]), ids)
         missing = {k: (got.get(k), v) for k, v in want.items() if not _covered(got.get(k), v)}
         assert missing == {}, urn
 

@@ -12,7 +12,12 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from twinstack.plan import plan_stack
-from twinstack.realize.docker_apply import container_create_args, go_duration_ns, nano_cpus
+from twinstack.realize.docker_apply import (
+    container_create_args,
+    go_duration_ns,
+    nano_cpus,
+    upload_archive,
+)
 from twinstack.realize.libvirt_apply import cmdline_from, domain_xml, network_xml, volume_xml
 from twinstack.realize.records import (
     DOCKER_CONTAINER,
@@ -54,6 +59,31 @@ def test_container_fields(plan: Plan) -> None:
     assert host["cap_drop"] == ["ALL"] and host["read_only"] is True
     assert create["healthcheck"]["test"] == i["healthcheck"]["tests"]
     assert create["labels"]["twinstack.stack"] == "compare"
+
+
+def test_upload_archive_is_the_providers() -> None:
+    """A container's `uploads` (a secrets writer's files) as the provider's tar: the path
+    below /, the content byte for byte, the mode and owner it names."""
+    import io
+    import tarfile
+
+    data = upload_archive(
+        [
+            {"file": "/run/secrets/API_TOKEN", "content": "s3cr\u00e9t\n", "permissions": "0444"},
+            {"file": "/opt/run.sh", "contentBase64": "IyEvYmluL3NoCg==", "executable": True},
+            {"file": "/etc/x.conf", "content": "x=1", "owner": "10001", "group": "10001"},
+        ]
+    )
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        got = {
+            m.name: (tar.extractfile(m).read(), oct(m.mode), m.uid, m.gid)  # type: ignore[union-attr]
+            for m in tar.getmembers()
+        }
+    assert got == {
+        "run/secrets/API_TOKEN": ("s3cr\u00e9t\n".encode(), "0o444", 0, 0),
+        "opt/run.sh": (b"#!/bin/sh\n", "0o744", 0, 0),
+        "etc/x.conf": (b"x=1", "0o644", 10001, 10001),
+    }
 
 
 def test_network_xml(plan: Plan) -> None:

@@ -287,6 +287,15 @@ CASES = [
         {"readOnly": UNKNOWN},
         expect=[unknown_message("docker-read-only-rootfs", PACK, "readOnly")],
     ),
+    # a container created and never started (a secrets writer) writes through its root
+    # before any start; a started one may not
+    Case("rw-never-started", "docker-read-only-rootfs", {"readOnly": False, "start": False}),
+    Case(
+        "rw-started",
+        "docker-read-only-rootfs",
+        {"readOnly": False, "start": True},
+        expect=["has a writable root filesystem"],
+    ),
     # docker-resource-limits
     Case(
         "no-limits",
@@ -376,6 +385,14 @@ CASES = [
     ),
     # docker-healthcheck
     Case("no-health", "docker-healthcheck", delete=["healthcheck"], expect=["has no health check"]),
+    Case("no-health-never-started", "docker-healthcheck", {"start": False}, delete=["healthcheck"]),
+    Case(
+        "no-health-started-later",  # mustRun alone is not `start: false`
+        "docker-healthcheck",
+        {"mustRun": False},
+        delete=["healthcheck"],
+        expect=["has no health check"],
+    ),
     Case(
         "health-none",
         "docker-healthcheck",

@@ -141,9 +141,12 @@ def test_fact_sheets_of_a_recorded_plan_agree(plan: dict[str, Any]) -> None:
     assert web_vm["health.env"] == web["env"]
     assert (web["health.interval"], web["health.timeout"]) == ("5s", "2s")
 
-    job, _ = _sheets(plan, "job")
+    job, job_vm = _sheets(plan, "job")
     assert job["restart"] == ("always",)
-    assert job["env"] == {"MODE": "batch", "TOKEN": "[secret:apiToken]"}
+    # the container names the secret's file (TOKEN_FILE), the VM's env file declares it:
+    # both stand for TOKEN, filled from a secret, whose value is never compared
+    assert job["env"] == job_vm["env"] == {"MODE": "batch", "TOKEN": facts.SECRET_VALUE}
+    assert "/run/secrets" not in job["volumes"]  # the secrets' volume: the env file's twin
 
     # the intended asymmetry of a prebuilt image: left to the image, not compared
     proxy, proxy_vm = _sheets(plan, "proxy")
@@ -444,13 +447,14 @@ def test_env_ignored_then_probe_env_is_reported_alone(
 def test_secret_environment_values_stay_hidden(guardrails_pack: Pack, plan: dict[str, Any]) -> None:
     res = copy.deepcopy(plan["resources"])
     _edit_file("job", "/etc/twinstack/job.env", _sub('MODE="batch"', 'MODE="nightly"'))(res)
+    # a secret's value is never compared (the container has only its file's name)
     _edit_file("job", "/etc/twinstack/job.env", _sub("[secret:apiToken]", "[secret:other]"))(res)
     diags = [d for d in guardrails_pack.analyze_stack(res) if d.policy == "runtime-parity"]
     assert _facets(diags) == ["env"]
     message = diags[0].message
-    # envs and user-data reached the pack as secrets: no value is shown, only the names
+    # the service has secrets: no value is shown, only the names
     assert (
-        "{MODE=<hidden>, TOKEN=<hidden>}, VM 'job-vm-0' has {MODE=<hidden>, TOKEN=<hidden>}"
+        "container 'job-container-0' has {MODE=<hidden>}, VM 'job-vm-0' has {MODE=<hidden>}"
         in message
     )
     assert "batch" not in message and "secret:" not in message

@@ -598,24 +598,52 @@ SECRET_CONFIG: dict[str, Any] = {
 def test_secrets_stay_secret(project: Path) -> None:
     write_stack(project, "sec", SECRET_CONFIG)
     doc = plan_stack("sec", root=project)
-    containers = of_type(doc, "docker:index/container:Container")
+    every = of_type(doc, "docker:index/container:Container")
+    containers = [c for c in every if c["inputs"].get("start") is not False]
+    writers = [c for c in every if c["inputs"].get("start") is False]
     seeds = of_type(doc, "libvirt:index/cloudInitDisk:CloudInitDisk")
-    assert len(containers) == len(seeds) == 2
-    for c in containers:
-        envs = c["inputs"]["envs"]
-        assert is_secret(envs), envs
-        assert envs[SIG_KEY] == "1b47061264138c4ac30d75fd1eb44270"
-        assert reveal(envs) == ["LOG_LEVEL=info", "DB_PASSWORD=[secret:dbPassword]"]
+    assert len(containers) == len(writers) == len(seeds) == 2
+    volumes = {v["inputs"]["name"] for v in of_type(doc, "docker:index/volume:Volume")}
+    for c, w in zip(containers, writers, strict=True):
+        # the service's container: the secret's file name only, on a read-only volume
+        assert c["inputs"]["envs"] == [
+            "LOG_LEVEL=info",
+            "DB_PASSWORD_FILE=/run/secrets/DB_PASSWORD",
+        ]
+        (mount,) = [m for m in c["inputs"]["mounts"] if m["target"] == "/run/secrets"]
+        assert mount["readOnly"] is True and mount["source"] in volumes
+        assert w["inputs"]["name"] == c["inputs"]["name"] + "-secrets"
+        assert w["urn"] in c["dependencies"]
+        # its writer: the same image, the volume read-write, never started, one upload
+        assert w["inputs"]["image"] == c["inputs"]["image"]
+        assert w["inputs"]["mustRun"] is False and w["inputs"]["networkMode"] == "none"
+        assert [(m["target"], m["source"], m.get("readOnly")) for m in w["inputs"]["mounts"]] == [
+            ("/run/secrets", mount["source"], None)
+        ]
+        (upload,) = w["inputs"]["uploads"]
+        assert upload["file"] == "/run/secrets/DB_PASSWORD" and upload["permissions"] == "0444"
+        assert is_secret(upload["content"]), upload
+        assert upload["content"][SIG_KEY] == "1b47061264138c4ac30d75fd1eb44270"
+        assert reveal(upload["content"]) == "[secret:dbPassword]"
     for s in seeds:
         assert is_secret(s["inputs"]["userData"])
         env = written_file(user_data(s), "/etc/twinstack/api.env")
         assert env is not None
         assert parse_env_file(env) == {"LOG_LEVEL": "info", "DB_PASSWORD": "[secret:dbPassword]"}
+
     # nothing else carries the secret in the clear, and outputs do not leak it
+    def clear(value: Any) -> Any:  # the value without its secret envelopes
+        if is_secret(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clear(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clear(v) for v in value]
+        return value
+
     for r in doc["resources"]:
         for key, value in r["inputs"].items():
-            if not is_secret(value):
-                assert "[secret:" not in json.dumps(value), (r["name"], key)
+            assert "[secret:" not in json.dumps(clear(value)), (r["name"], key)
     assert "[secret:" not in json.dumps(doc["outputs"])
     assert "v1:abc" not in json.dumps(doc)
 

@@ -20,6 +20,7 @@ from twinstack.plan import plan_stack
 from .helpers import (
     by_name,
     formats,
+    is_secret,
     labels,
     make_project,
     parse_env_file,
@@ -209,17 +210,33 @@ def _parity(svc: ServiceSpec, doc: dict[str, Any]) -> None:
         )
         assert set(published) <= set(spec_ports)
 
-        # environment: container envs == the VM's EnvironmentFile
-        envs = reveal(c.get("envs", []))
+        # environment: container envs == the VM's EnvironmentFile, but that a secret is
+        # <ENV>_FILE naming its file in the container (whose writer uploads the value)
+        envs = c.get("envs", [])
+        assert not is_secret(envs)
         c_env = dict(e.split("=", 1) for e in envs)
         env_file = written_file(ud, f"/etc/twinstack/{svc.name}.env")
         assert env_file is not None
-        assert parse_env_file(env_file) == c_env
-        assert set(c_env) == set(svc.environment) | set(svc.secrets)
-        assert [e.split("=", 1)[0] for e in envs] == list(parse_env_file(env_file))
+        vm_env = parse_env_file(env_file)
+        assert {k: v for k, v in vm_env.items() if k not in svc.secrets} == {
+            k: v for k, v in c_env.items() if not k.endswith("_FILE") or k in svc.environment
+        }
+        for env in svc.secrets:
+            assert c_env[f"{env}_FILE"] == f"/run/secrets/{env}"
+        uploads = (
+            by_name(doc, "docker:index/container:Container", f"{svc.name}-container-{i}-secrets")[
+                "inputs"
+            ]["uploads"]
+            if svc.secrets
+            else []
+        )
+        assert {u["file"]: reveal(u["content"]) for u in uploads} == {
+            f"/run/secrets/{env}": vm_env[env] for env in svc.secrets
+        }
+        assert set(vm_env) == set(svc.environment) | set(svc.secrets)
 
         # volumes: same count and mount paths
-        targets = [m["target"] for m in c.get("mounts", [])]
+        targets = [m["target"] for m in c.get("mounts", []) if m["target"] != "/run/secrets"]
         vm_mounts = [m[1] for m in ud.get("mounts", [])]
         assert targets == vm_mounts == [v.mount_path for v in svc.volumes]
         assert len(d["disks"]) == 1 + len(svc.volumes)
@@ -242,6 +259,9 @@ def _parity(svc: ServiceSpec, doc: dict[str, Any]) -> None:
         else:
             tests = c["healthcheck"]["tests"]
             assert tests == probe
+            if renderers.loads_secrets(svc):  # the probe sees the service's secrets too
+                assert tests[1] == renderers.SECRETS_LOADER
+                tests = tests[:1] + tests[2:]
             assert tests[:3] == ["CMD", "/bin/bash", "-c"]
             assert health_file == tests[3] + "\n"
 

@@ -143,6 +143,10 @@ def check_dockerfile(svc: ServiceSpec) -> None:
     ctx = renderers.render_build_context(svc)
     cmds = dockerfile.parse_string(ctx["Dockerfile"])
     allowed = {"FROM", "RUN", "COPY", "VOLUME", "EXPOSE", "USER", "WORKDIR", "CMD"}
+    if svc.secrets:  # the secrets loader, twinstack's own fixed text
+        allowed.add("ENTRYPOINT")
+        assert list(_one(cmds, "ENTRYPOINT").value) == [renderers.SECRETS_LOADER]
+        assert ctx["twinstack/secrets-env"] == renderers.SECRETS_LOADER_SCRIPT
     assert {c.cmd for c in cmds} <= allowed, [c.original for c in cmds]
     assert _one(cmds, "FROM").value == (svc.build.base,)
     assert _one(cmds, "USER").value == (svc.build.user,)
@@ -159,7 +163,7 @@ def check_dockerfile(svc: ServiceSpec) -> None:
         if c.cmd == "RUN":  # every RUN is one shell line whose words are the spec's
             words = shlex.split(c.value[0])
             assert words, c.original
-    assert len(ctx) == 1 + len(svc.build.files)
+    assert len(ctx) == 1 + len(svc.build.files) + bool(svc.secrets)
 
 
 def check_unit(svc: ServiceSpec) -> None:

@@ -110,3 +110,69 @@ def test_context_digest_changes_with_content() -> None:
     b = renderers.render_build_context(service(packages=["curl"]))
     assert renderers.context_digest(a) != renderers.context_digest(b)
     assert renderers.context_digest(a) == renderers.context_digest(dict(reversed(a.items())))
+
+
+def _run_loader(tmp_path: Any, files: dict[str, bytes], env: dict[str, str]) -> Any:
+    """The secrets loader as rendered, with its directory moved under ``tmp_path``."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    for name, data in files.items():
+        (secrets / name).write_bytes(data)
+    script = tmp_path / "secrets-env"
+    script.write_text(renderers.SECRETS_LOADER_SCRIPT.replace(renderers.SECRETS_DIR, str(secrets)))
+    env = {k: v.replace(renderers.SECRETS_DIR, str(secrets)) for k, v in env.items()}
+    return subprocess.run(
+        ["/bin/bash", str(script), "/usr/bin/env", "-0"],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        timeout=10,
+        check=False,
+    )
+
+
+def test_secrets_loader_exports_each_file_exactly(tmp_path: Any) -> None:
+    """The entrypoint of a built image with secrets gives the service <ENV> with the
+    file's whole content (newlines, quotes, `$`, non-ASCII kept), drops <ENV>_FILE, and
+    leaves other variables, including a _FILE outside /run/secrets, alone."""
+    value = 'line one\n$HOME "quoted" `tick` \\ é\n\n'
+    done = _run_loader(
+        tmp_path,
+        {"API_TOKEN": value.encode(), "EMPTY": b""},
+        {
+            "API_TOKEN_FILE": f"{renderers.SECRETS_DIR}/API_TOKEN",
+            "EMPTY_FILE": f"{renderers.SECRETS_DIR}/EMPTY",
+            "CONFIG_FILE": "/etc/app.conf",
+            "MODE": "prod",
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    got = dict(e.split("=", 1) for e in done.stdout.decode().split("\0") if e)
+    assert got["API_TOKEN"] == value and got["EMPTY"] == ""
+    assert "API_TOKEN_FILE" not in got and "EMPTY_FILE" not in got
+    assert got["CONFIG_FILE"] == "/etc/app.conf" and got["MODE"] == "prod"
+    assert "CONFIG" not in got
+
+
+def test_secrets_loader_stops_on_a_missing_file(tmp_path: Any) -> None:
+    done = _run_loader(tmp_path, {}, {"API_TOKEN_FILE": f"{renderers.SECRETS_DIR}/API_TOKEN"})
+    assert done.returncode != 0 and done.stdout == b""
+    assert b"API_TOKEN" in done.stderr
+
+
+def test_only_built_services_with_secrets_get_the_loader() -> None:
+    plain = service()
+    secret = service(secrets={"API_TOKEN": "apiToken"})
+    assert "ENTRYPOINT" not in renderers.render_dockerfile(plain)
+    assert f'ENTRYPOINT ["{renderers.SECRETS_LOADER}"]' in renderers.render_dockerfile(secret)
+    assert set(renderers.render_build_context(secret)) == {"Dockerfile", "twinstack/secrets-env"}
+    prebuilt = ServiceSpec.model_validate(
+        {
+            "name": "svc",
+            "image": {
+                "container": "nginx:1.27",
+                "vm": {"source": "/srv/images/nginx.qcow2"},
+                "secrets": {"API_TOKEN": "apiToken"},
+            },
+        }
+    )
+    assert not renderers.loads_secrets(prebuilt)  # it reads API_TOKEN_FILE itself

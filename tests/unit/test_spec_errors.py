@@ -48,7 +48,20 @@ class Case:
     allowed: tuple[str, ...]  # fragments saying what is allowed / what is wrong
 
 
+def _secret_file_clash(cfg: Config) -> None:
+    build = svc(cfg, 1)["build"]
+    build["secrets"] = {"DB_PASSWORD": "dbPassword"}
+    build.setdefault("environment", {})["DB_PASSWORD_FILE"] = "/etc/db-password"
+
+
 CASES = [
+    Case(
+        "env-names-a-secret-file",
+        _secret_file_clash,
+        "services[1].build",
+        "['DB_PASSWORD_FILE']",
+        ("name secret files", "<ENV>_FILE=/run/secrets/<ENV>", "rename the variable"),
+    ),
     Case(
         "unknown-top-level-key",
         lambda c: c.update({"twinstack:sevices": []}),

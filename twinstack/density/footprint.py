@@ -301,7 +301,9 @@ def read_footprint(doc: Any, source: str = "<document>") -> Footprint:
             stack = _stack_of(r.urn)
         if r.type == DOMAIN:
             instances.append(_domain(r, by_urn, volumes, warnings))
-        elif r.type == CONTAINER:
+        elif r.type == CONTAINER and r.inputs.get("start") is not False:
+            # a container created and never started (a service's secrets writer) runs
+            # nothing and holds nothing of the host
             instances.append(_container(r, by_urn, images, warnings))
     instances.sort(key=lambda i: (i.service, i.runtime, i.replica or 0, i.name))
     return Footprint(source, stack, tuple(instances), tuple(warnings))

@@ -7,6 +7,9 @@ RUN chmod 0755 /opt/api/start.sh
 RUN mkdir -p /var/lib/api && chown app:app /var/lib/api
 VOLUME ["/var/lib/api"]
 EXPOSE 8081/tcp
+COPY twinstack/secrets-env /usr/local/lib/twinstack/secrets-env
+RUN chmod 0755 /usr/local/lib/twinstack/secrets-env
+ENTRYPOINT ["/usr/local/lib/twinstack/secrets-env"]
 USER app
 WORKDIR /opt/api
 CMD ["/opt/api/start.sh"]
