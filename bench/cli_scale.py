@@ -2,7 +2,8 @@
 
 Times what a user waits for (process start, imports, planning, output, exit), for this
 checkout and, with ``--baseline DIR``, for another checkout with its own ``.venv`` (e.g. a
-clone of an earlier commit), in the same run, and prints each ratio.
+clone of an earlier commit; a ``.venv`` symlink to this one's runs the clone's code through
+``PYTHONPATH``), each of its runs right after this checkout's, and prints each ratio.
 
     .venv/bin/python bench/cli_scale.py [--services 1000 ...] [--baseline /tmp/old-clone]
         [--service-files [PER_FILE]] [--commands validate,plan,policy,diff,help] [--repeat N]
@@ -41,15 +42,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from plan_scale import generate  # noqa: E402
 
-PACKS = sorted(str(p.parent) for p in (ROOT / "policies").glob("*/PulumiPolicy.yaml"))
-
 COMMANDS: dict[str, tuple[str, list[str]]] = {
     "validate": ("validate", ["validate", "stacks/Pulumi.bench.yaml"]),
     "plan": ("plan (json)", ["plan", "--stack", "bench", "--format", "json", "-o", "plan.json"]),
-    "policy": (
-        "policy (all packs)",
-        ["policy", "--stack", "bench", *[a for p in PACKS for a in ("--pack", p)]],
-    ),
+    # every pack of the checkout that runs (`{packs}`: its policies/*/)
+    "policy": ("policy (all packs)", ["policy", "--stack", "bench", "{packs}"]),
     "diff": ("diff (json)", ["diff", "--stack", "bench", "--format", "json", "-o", "diff.json"]),
     "help": ("--help", ["--help"]),
 }
@@ -102,10 +99,14 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
-def measure(argv: list[str], cwd: Path) -> tuple[float, int, float, int, str]:
+def measure(
+    argv: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> tuple[float, int, float, int, str]:
     """Run argv: (wall seconds, exit code, peak tree RSS MiB, peak process RSS MiB, stderr)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     peak = 0
     done = threading.Event()
 
@@ -129,7 +130,14 @@ def measure(argv: list[str], cwd: Path) -> tuple[float, int, float, int, str]:
 def timed(checkout: Path, root: Path, args: list[str]) -> tuple[float, int, float, int]:
     """(wall seconds, exit code, peak tree RSS MiB, peak process RSS MiB)."""
     exe = checkout / ".venv" / "bin" / "twinstack"
-    wall, code, tree, proc_rss, err = measure([str(exe), *args], root)
+    packs = sorted(str(p.parent) for p in (checkout / "policies").glob("*/PulumiPolicy.yaml"))
+    argv = [str(exe)]
+    for arg in args:
+        argv += [a for p in packs for a in ("--pack", p)] if arg == "{packs}" else [arg]
+    env = None
+    if (checkout / ".venv").is_symlink():  # a clone sharing a venv: its own code first
+        env = {**os.environ, "PYTHONPATH": str(checkout)}
+    wall, code, tree, proc_rss, err = measure(argv, root, env)
     if code not in (0, 1):  # 1: policy found a mandatory violation
         tail = err.strip().splitlines()[-3:]
         raise SystemExit(f"{' '.join(args)} exited {code}: {' | '.join(tail)}")
@@ -178,12 +186,16 @@ def main() -> None:
                 head += f" {'baseline':>9} {'ratio':>6}"
             print(head, flush=True)
             runs: dict[str, list[tuple[float, int, float, int]]] = {k: [] for k in wanted}
+            base_runs: dict[str, list[float]] = {k: [] for k in wanted}
             for _ in range(ns.repeat):  # rounds, so that a slow spell hits every command
                 for key in wanted:
                     runs[key].append(timed(ROOT, roots[ROOT], COMMANDS[key][1]))
+                    if ns.baseline:  # right after: both see the same spell
+                        b = checkouts[1]
+                        base_runs[key].append(timed(b, roots[b], COMMANDS[key][1])[0])
             median = {k: statistics.median(r[0] for r in v) for k, v in runs.items()}
             for key in wanted:
-                name, args = COMMANDS[key]
+                name = COMMANDS[key][0]
                 code = runs[key][-1][1]
                 tree = max(r[2] for r in runs[key])
                 single = max(r[3] for r in runs[key])
@@ -193,7 +205,7 @@ def main() -> None:
                 if "plan" in wanted:
                     line += f" {median[key] / median['plan']:>7.2f}"
                 if ns.baseline:
-                    base = timed(checkouts[1], roots[checkouts[1]], args)[0]
+                    base = statistics.median(base_runs[key])
                     line += f" {base:>9.2f} {median[key] / base:>6.2f}"
                 print(line, flush=True)
 

@@ -333,6 +333,7 @@ def plan_stack_apart(
     root: Path | None = None,
     preview: bool = False,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    on_forked: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """:func:`plan_stack` in a forked child process; the same plan document.
 
@@ -345,9 +346,12 @@ def plan_stack_apart(
     each, then the document with the resources' URNs in its order. ``on_record`` is
     called (in this process, in registration order) with each record as it arrives, so a
     caller can work on a resource while the rest of the stack is still being planned, as
-    the engine's analyzers do. Where ``fork`` is unavailable this is :func:`plan_stack`.
+    the engine's analyzers do; ``on_forked`` is called once the child runs (a caller may
+    start threads from then on). Where ``fork`` is unavailable this is :func:`plan_stack`.
     """
     if not hasattr(os, "fork"):
+        if on_forked is not None:
+            on_forked()
         return plan_stack(stack, runtime, root=root, preview=preview, sink=on_record)
     import signal
 
@@ -379,6 +383,14 @@ def plan_stack_apart(
             os._exit(code)
     os.close(write_fd)
     records: dict[str, dict[str, Any]] = {}
+    if on_forked is not None:
+        try:
+            on_forked()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise
     last: dict[str, Any] = {}
     try:
         with os.fdopen(read_fd, "rb", buffering=1 << 20) as lines:

@@ -14,6 +14,7 @@ from pulumi_policy import EnforcementLevel, PolicyPack
 from twinstack_rules import budget, decode_once, guardrails
 
 decode_once.install()  # each resource decoded once per call, not once per policy
+budget.preload()  # before serving: the first AnalyzeStack does not wait for imports
 PolicyPack(
     name="twinstack-guardrails",
     description=(

@@ -19,6 +19,7 @@ reports an advisory "can't run policy ... during preview" as for every other rul
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -58,6 +59,14 @@ def _stack_cost() -> Any:
         except ValueError:
             return value  # the cost model rejects a bare string with a clear message
     return value
+
+
+def preload() -> None:
+    """Import the budget model now (a pack's start, while the stack is being planned)
+    rather than inside the first ``AnalyzeStack``; a failure is reported there."""
+    with contextlib.suppress(ImportError):
+        import components.cost  # noqa: F401
+        import twinstack.density.budget  # noqa: F401
 
 
 def stack_budget(args: Any, report: Report) -> None:

@@ -8,6 +8,7 @@ So rules read only the properties they need, and never catch that error.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import posixpath
 import re
@@ -51,14 +52,41 @@ def for_types(*types: str) -> Callable[[Validate], Validate]:
         validate.__name__ = fn.__name__
         validate.__doc__ = fn.__doc__
         validate.__wrapped__ = fn  # type: ignore[attr-defined]
+        # what the policy can answer: twinstack's harness asks it about these types only
+        validate.resource_types = frozenset(types)  # type: ignore[attr-defined]
         return validate
 
     return wrap
 
 
+ANALYZED_TYPES: dict[str, frozenset[str]] = {}
+"""Resource policy name → the resource types it answers, for every policy built with
+:func:`resource_policy` from a :func:`for_types` validation."""
+
+
+def resource_policy(**kwargs: Any) -> Any:
+    """A ``ResourceValidationPolicy`` (same arguments) whose types are recorded in
+    :data:`ANALYZED_TYPES` when its validation is type-filtered."""
+    from pulumi_policy import ResourceValidationPolicy
+
+    policy = ResourceValidationPolicy(**kwargs)
+    types = getattr(kwargs.get("validate"), "resource_types", None)
+    if types is not None:  # (Analyze only: a remediation is asked about every resource)
+        ANALYZED_TYPES[policy.name] = types
+    return policy
+
+
 def load_yaml(text: str) -> Any:
     """``yaml.safe_load`` with libyaml's parser when there is one (raises :data:`YAMLError`)."""
     return yaml.load(text, Loader=_SafeLoader)
+
+
+@functools.lru_cache(maxsize=16)
+def load_yaml_shared(text: str) -> Any:
+    """:func:`load_yaml`, memoised for rules that read one document more than once (a VM's
+    user-data: runtime parity's facts and its secret declarations). The result is shared:
+    read it, never change it."""
+    return load_yaml(text)
 
 
 def config(args: Any, key: str, default: Any) -> Any:

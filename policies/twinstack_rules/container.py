@@ -25,6 +25,7 @@ from twinstack_rules.common import (
     never_started,
     normpath,
     num,
+    resource_policy,
     truthy,
     under,
 )
@@ -436,17 +437,17 @@ def no_env_secrets(args: Any, report: Report) -> None:
 _STR_LIST = {"type": "array", "items": {"type": "string"}}
 
 POLICIES: list[ResourceValidationPolicy] = [
-    ResourceValidationPolicy(
+    resource_policy(
         name="docker-no-privileged",
         description="Containers must not run privileged (CIS Docker 5.4).",
         validate=no_privileged,
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="docker-no-socket-mount",
         description="Containers must not mount the Docker socket (CIS Docker 5.31).",
         validate=no_docker_socket,
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="docker-no-sensitive-host-mounts",
         description=(
             "Containers must not mount sensitive host directories read-write (CIS Docker 5.5)."
@@ -456,7 +457,7 @@ POLICIES: list[ResourceValidationPolicy] = [
             properties={"sensitivePaths": {**_STR_LIST, "default": SENSITIVE_HOST_PATHS}}
         ),
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="docker-no-host-namespaces",
         description=(
             "Containers must not share the host's network, PID, IPC or user namespace "
@@ -464,7 +465,7 @@ POLICIES: list[ResourceValidationPolicy] = [
         ),
         validate=no_host_namespaces,
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="docker-capabilities-allowlist",
         description="Containers may add only allowlisted Linux capabilities (CIS Docker 5.3).",
         validate=capabilities_allowlist,
@@ -472,17 +473,17 @@ POLICIES: list[ResourceValidationPolicy] = [
             properties={"allowedCapabilities": {**_STR_LIST, "default": ["NET_BIND_SERVICE"]}}
         ),
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="docker-drop-all-capabilities",
         description="Containers must drop ALL capabilities by default (CIS Docker 5.3).",
         validate=drop_all_capabilities,
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="docker-no-new-privileges",
         description="Containers must set no-new-privileges (CIS Docker 5.25).",
         validate=no_new_privileges,
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="docker-security-profiles",
         description=(
             "Containers must keep seccomp, AppArmor and SELinux confinement on "
@@ -490,22 +491,22 @@ POLICIES: list[ResourceValidationPolicy] = [
         ),
         validate=security_profiles,
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="docker-non-root-user",
         description="Containers must run as a non-root user (CIS Docker 4.1).",
         validate=non_root_user,
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="docker-read-only-rootfs",
         description="Containers must have a read-only root filesystem (CIS Docker 5.12).",
         validate=read_only_rootfs,
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="docker-resource-limits",
         description="Containers must have memory and CPU limits (CIS Docker 5.10, 5.11).",
         validate=resource_limits,
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="docker-ports-loopback",
         description=(
             "Published ports must bind to loopback unless explicitly opted in (CIS Docker 5.13)."
@@ -517,12 +518,12 @@ POLICIES: list[ResourceValidationPolicy] = [
             }
         ),
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="docker-no-publish-all-ports",
         description="Containers must not set publishAllPorts (CIS Docker 5.13).",
         validate=no_publish_all_ports,
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="docker-no-devices",
         description="Containers must not pass host devices through (CIS Docker 5.17).",
         validate=no_devices,
@@ -530,12 +531,12 @@ POLICIES: list[ResourceValidationPolicy] = [
             properties={"allowedDevices": {**_STR_LIST, "default": []}}
         ),
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="docker-healthcheck",
         description="Containers must define a health check (CIS Docker 4.6).",
         validate=healthcheck,
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="docker-restart-bounded",
         description=(
             "Restart policies must be on-failure with a bounded retry count (CIS Docker 5.14)."
@@ -545,7 +546,7 @@ POLICIES: list[ResourceValidationPolicy] = [
             properties={"maxRetryCount": {"type": "integer", "minimum": 1, "default": 5}}
         ),
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="docker-log-limits",
         description="Container logs kept on the host must be size-limited and rotated.",
         validate=log_limits,
@@ -557,7 +558,7 @@ POLICIES: list[ResourceValidationPolicy] = [
             }
         ),
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="docker-image-pinned",
         description="Images must be pinned to a version tag or digest, never :latest.",
         validate=image_pinned,
@@ -565,7 +566,7 @@ POLICIES: list[ResourceValidationPolicy] = [
             properties={"requireDigest": {"type": "boolean", "default": False}}
         ),
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="docker-no-env-secrets",
         description="Secrets must not be literal environment variables (CIS Docker 4.10).",
         validate=no_env_secrets,

@@ -52,7 +52,7 @@ from twinstack_rules.common import (
     SECRETS_DIR,
     SECRETS_LOADER,
     YAMLError,
-    load_yaml,
+    load_yaml_shared,
     num,
     secret_file_env,
 )
@@ -450,7 +450,7 @@ def _cloud_config(user_data: Any) -> Any:
     if not text.lstrip().startswith("#cloud-config"):
         return Undecodable("the user-data is not a #cloud-config document")
     try:
-        doc = load_yaml(text)
+        doc = load_yaml_shared(text)
     except YAMLError as exc:
         return Undecodable(f"the user-data is not valid YAML ({str(exc)[:60]})")
     return doc if isinstance(doc, dict) else Undecodable("the user-data is not a YAML map")

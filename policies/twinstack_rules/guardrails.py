@@ -31,7 +31,7 @@ from twinstack_rules.common import (
     config,
     credential_looking_value,
     docker_labels,
-    load_yaml,
+    load_yaml_shared,
     num,
     secret_looking_key,
 )
@@ -189,7 +189,7 @@ def _declared_secrets(user_data: Any) -> frozenset[str]:
     if not isinstance(user_data, str) or not user_data.startswith("#cloud-config"):
         return frozenset()
     try:
-        doc = load_yaml(user_data)
+        doc = load_yaml_shared(user_data)
     except YAMLError:
         return frozenset()
     keys: set[str] = set()

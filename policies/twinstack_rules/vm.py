@@ -39,6 +39,7 @@ from twinstack_rules.common import (
     load_yaml,
     normpath,
     peek,
+    resource_policy,
     secret_looking_key,
     truthy,
     under,
@@ -761,22 +762,22 @@ def protect_stateful(args: Any, report: Report) -> None:
 _STR_LIST = {"type": "array", "items": {"type": "string"}}
 
 POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
-    ResourceValidationPolicy(
+    resource_policy(
         name="libvirt-graphics-loopback",
         description="VNC/SPICE graphics must listen on loopback only (no password support).",
         validate=graphics_loopback,
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="libvirt-console-loopback",
         description="TCP serial consoles must listen on loopback only.",
         validate=console_loopback,
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="libvirt-xslt-safe",
         description="Domain XSLT must not disable sVirt labels or inject QEMU arguments.",
         validate=xslt_safe,
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="libvirt-filesystem-passthrough",
         description="Shared host directories must be non-sensitive and read-only.",
         validate=filesystem_passthrough,
@@ -784,7 +785,7 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
             properties={"sensitivePaths": {**_STR_LIST, "default": SENSITIVE_HOST_PATHS}}
         ),
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="libvirt-disk-sources",
         description="Disks must not be raw host block devices or plain-HTTP downloads.",
         validate=disk_sources,
@@ -792,7 +793,7 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
             properties={"allowedBlockDevices": {**_STR_LIST, "default": []}}
         ),
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="libvirt-interface-allowlist",
         description="Bridge/macvtap/passthrough/vepa interfaces must be allowlisted.",
         validate=interface_allowlist,
@@ -811,12 +812,12 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
             }
         ),
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="libvirt-no-tpm-passthrough",
         description="Domains must not pass the host TPM through.",
         validate=no_tpm_passthrough,
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="libvirt-network-mode",
         description="Networks must not use open mode (no firewall rules).",
         validate=network_mode,
@@ -824,12 +825,12 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
             properties={"forbiddenModes": {**_STR_LIST, "default": ["open"]}}
         ),
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="libvirt-volume-format",
         description="Volumes must declare their format explicitly (no format probing).",
         validate=volume_format,
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="libvirt-pool-location",
         description="Storage pools must not be located in system directories.",
         validate=pool_location,
@@ -837,18 +838,18 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
             properties={"systemPaths": {**_STR_LIST, "default": SYSTEM_DIRS}}
         ),
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="libvirt-cloud-init-no-passwords",
         description="Cloud-init must not set plaintext passwords or enable password SSH.",
         validate=cloud_init_passwords,
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="libvirt-no-env-secrets",
         description="Secrets must not be literal environment variables in cloud-init user-data.",
         validate=cloud_init_env_secrets,
         config_schema=PolicyConfigSchema(properties={"allowedKeys": {**_STR_LIST, "default": []}}),
     ),
-    ResourceValidationPolicy(
+    resource_policy(
         name="libvirt-protect-stateful",
         description="Storage pools and data volumes must be protected from deletion.",
         validate=protect_stateful,

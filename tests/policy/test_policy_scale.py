@@ -219,3 +219,63 @@ def test_a_pack_failing_while_planning_stops_the_planning(tmp_path: Path) -> Non
     with pytest.raises(PolicyPackError, match=r"exited with code 7 during Analyze"):
         run_packs(head, [pack], produce=produce, startup_timeout=30, call_timeout=30)
     assert 0 < sent < 1_000_000
+
+
+def test_twinstack_packs_are_asked_only_about_their_types(
+    analyze_calls: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """twinstack's packs get `Analyze` only for the resource types their policies answer
+    (`twinstack_rules.analyzed_types`); the report is the same as when every pack is asked
+    about every resource, as the engine does."""
+    import dataclasses
+
+    from twinstack.plan import plan_stack
+    from twinstack.policy import run_packs
+    from twinstack.policy import runner as policy_runner
+
+    packs = [POLICIES / p for p in ("container-security", "guardrails", "vm-security")]
+    answered = {
+        t
+        for ts in policy_runner._rule_library(POLICIES / "twinstack_rules")
+        .analyzed_types()
+        .values()
+        for t in ts
+    }
+    assert (
+        "docker:index/container:Container" in answered and "libvirt:index/domain:Domain" in answered
+    )
+    plans = [
+        json.loads((FIXTURES / "unsafe-plan.json").read_text()),
+        plan_stack("unsafe", "both", root=ROOT, stack_file=FIXTURES / "Pulumi.unsafe.yaml"),
+    ]
+    for plan in plans:
+        types = {r["urn"]: r["type"] for r in plan["resources"]}
+        skipping = dataclasses.asdict(run_packs(plan, packs, root=ROOT))
+        asked = list(analyze_calls)
+        analyze_calls.clear()
+        monkeypatch.setattr(policy_runner, "SKIP_BY_TYPE", False)
+        every = dataclasses.asdict(run_packs(plan, packs, root=ROOT))
+        monkeypatch.setattr(policy_runner, "SKIP_BY_TYPE", True)
+        assert skipping == every
+        assert skipping["packs"] and any(p["violations"] for p in skipping["packs"])
+        # asked before: every resource by the two packs with resource policies
+        assert sorted(analyze_calls) == sorted(2 * list(types))
+        analyze_calls.clear()
+        # now: a resource of a type some policy answers, by that policy's pack only
+        assert sorted(asked) == sorted(u for u, t in types.items() if t in answered)
+
+
+def test_a_stack_entry_from_the_request_is_the_one_built_anew() -> None:
+    """The harness builds a resource's `AnalyzeStack` entry from its `Analyze` request
+    (`wire.stack_resource`) instead of encoding the properties again: the same message."""
+    from twinstack.plan import plan_stack
+    from twinstack.policy.wire import stack_resource
+
+    plan = plan_stack("unsafe", "both", root=ROOT, stack_file=FIXTURES / "Pulumi.unsafe.yaml")
+    by_urn = {r["urn"]: r for r in plan["resources"]}
+    with_provider = 0
+    for res in plan["resources"]:
+        request = analyze_request(res, by_urn)
+        with_provider += request.HasField("provider")
+        assert stack_resource(request, res) == analyzer_resource(res, by_urn), res["urn"]
+    assert with_provider > 0

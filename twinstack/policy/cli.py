@@ -56,7 +56,10 @@ def _check_all(
         head = {"project": PROJECT, "stack": name, "stackFile": f"stacks/Pulumi.{name}.yaml"}
 
         def produce(feed: Callable[[Any], None], name: str = name) -> dict[str, Any]:
-            return plan_stack_apart(name, runtime, root=root, preview=preview, on_record=feed)
+            return plan_stack_apart(
+                name, runtime, root=root, preview=preview, on_record=feed,
+                on_forked=getattr(feed, "start", None),
+            )  # fmt: skip
 
         reports.append(run(head, produce))
     return reports

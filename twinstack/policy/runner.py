@@ -30,7 +30,12 @@ from twinstack.policy.host import (
 )
 from twinstack.policy.limits import DEFAULT_CALL_TIMEOUT
 from twinstack.policy.report import PackResult, PolicyRemediation, PolicyReport, PolicyViolation
-from twinstack.policy.wire import analyze_request, analyzer_resource, struct_to_python
+from twinstack.policy.wire import (
+    analyze_request,
+    analyzer_resource,
+    stack_resource,
+    struct_to_python,
+)
 
 _SEVERITY = {0: "", 1: "low", 2: "medium", 3: "high", 4: "critical"}
 
@@ -136,6 +141,7 @@ class _Feed:
         self.queues: list[queue.SimpleQueue[_Item]] = [queue.SimpleQueue() for _ in range(packs)]
         self.by_urn: dict[str, dict[str, Any]] = {}
         self.providers: dict[str, analyzer_pb2.AnalyzerProviderResource] = {}
+        self.stack_entries: dict[str, bytes] = {}
         self.failed = threading.Event()  # a pack failed: planning on is for naught
 
     def add(self, record: Mapping[str, Any]) -> None:
@@ -144,6 +150,9 @@ class _Feed:
         res = _check_resource(len(self.by_urn), record)
         self.by_urn[res["urn"]] = res
         request = analyze_request(res, self.by_urn, self.providers)
+        # its AnalyzeStack entry, from the request's parts, kept as bytes (compact) until
+        # the plan is complete: the stack's messages are not built all at its end
+        self.stack_entries[res["urn"]] = stack_resource(request, res).SerializeToString()
         for q in self.queues:
             q.put((res, request))
 
@@ -154,13 +163,79 @@ class _Feed:
             fed = self.by_urn.get(str(r.get("urn"))) if isinstance(r, Mapping) else None
             resources.append(fed if fed is not None else _check_resource(i, r))
         by_urn = {r["urn"]: r for r in resources}
-        stack = [analyzer_resource(r, by_urn, self.providers) for r in resources]
+        entries = self.stack_entries
+        stack = [
+            analyzer_pb2.AnalyzerResource.FromString(entries.pop(r["urn"]))
+            if r["urn"] in entries and self.by_urn.get(r["urn"]) is r
+            else analyzer_resource(r, by_urn, self.providers)
+            for r in resources
+        ]
         for q in self.queues:
             q.put(_End(resources, stack))
 
     def abort(self) -> None:
         for q in self.queues:
             q.put(None)
+
+
+SKIP_BY_TYPE = True
+"""Whether the harness skips ``Analyze`` calls a pack can only answer with nothing (the
+tests turn it off to compare the reports)."""
+
+
+def _analyzed_types(pack_dir: Path, policies: Sequence[str]) -> frozenset[str] | None:
+    """The resource types the pack's enabled resource ``policies`` answer, from the rule
+    library next to the pack (``policies/twinstack_rules``: ``analyzed_types()``), or
+    ``None`` (ask about every resource) when there is none or a policy is not in it."""
+    library = pack_dir.resolve().parent / "twinstack_rules"
+    if not SKIP_BY_TYPE or not (library / "__init__.py").is_file():
+        return None
+    try:
+        rules = _rule_library(library)
+        table = rules.analyzed_types()
+    except Exception:  # a library that does not load is the pack's to report
+        return None
+    types: set[str] = set()
+    for name in policies:
+        if name not in table:
+            return None
+        types |= table[name]
+    return frozenset(types)
+
+
+_LIBRARIES: dict[Path, Any] = {}
+_LIBRARY_LOCK = threading.Lock()
+
+
+def _rule_library(library: Path) -> Any:
+    """``twinstack_rules`` from ``library``, loaded once; a library of that name already
+    loaded from elsewhere is an error (the caller then asks about every resource)."""
+    import importlib.util
+    import sys
+
+    with _LIBRARY_LOCK:
+        if library not in _LIBRARIES:
+            name = "twinstack_rules"
+            loaded = sys.modules.get(name)
+            if loaded is not None and Path(loaded.__file__ or "").parent == library:
+                _LIBRARIES[library] = loaded
+            elif loaded is None:
+                # the library imports itself by name (`from twinstack_rules import ...`)
+                spec = importlib.util.spec_from_file_location(
+                    name, library / "__init__.py", submodule_search_locations=[str(library)]
+                )
+                assert spec is not None and spec.loader is not None
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    del sys.modules[name]
+                    raise
+                _LIBRARIES[library] = module
+            else:
+                raise ImportError(f"another twinstack_rules is loaded: {loaded.__file__}")
+        return _LIBRARIES[library]
 
 
 def _run_one(
@@ -207,10 +282,16 @@ def _run_one(
         # all stack policies answers every Analyze with nothing (a policy of unknown type,
         # from an SDK that does not say, is asked).
         kinds = {p.name: p.policy_type for p in info.policies}
-        analyzing = any(
-            kinds.get(name) != analyzer_pb2.POLICY_TYPE_STACK and v.enforcement_level != "disabled"
+        resource_policies = [
+            name
             for name, v in entries.items()
-        )
+            if kinds.get(name) != analyzer_pb2.POLICY_TYPE_STACK
+            and v.enforcement_level != "disabled"
+        ]
+        analyzing = bool(resource_policies)
+        # ...and only for the types those policies answer, where the pack's rule library
+        # says which (twinstack's packs; any other pack is asked about every resource)
+        only = _analyzed_types(pack_dir, resource_policies)
 
         def violation(diag: Any, urn: str, stack_policy: bool) -> PolicyViolation:
             level = cfg.level_name(diag.enforcementLevel)
@@ -273,7 +354,7 @@ def _run_one(
                 if provider is not None:
                     request.provider.CopyFrom(provider)
                 remediated[res["urn"]] = res
-            if not analyzing:
+            if not analyzing or (only is not None and res["type"] not in only):
                 continue
             response = proc.analyze(request)
             for diag in response.diagnostics:
@@ -364,12 +445,17 @@ def run_packs(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures: list[Future[tuple[PackResult, set[str]] | None]] = []
 
-        def feed_one(record: Mapping[str, Any]) -> None:
-            # the packs start with the first resource: after `produce` has forked its
-            # planning child (a fork while threads are inside gRPC is unsafe)
+        def start() -> None:
+            # the packs start once `produce` has forked its planning child (a fork while
+            # threads are inside gRPC is unsafe): its `start()`, else the first resource
             if not futures:
                 futures.extend(pool.submit(run, i) for i in range(len(pack_dirs)))
+
+        def feed_one(record: Mapping[str, Any]) -> None:
+            start()
             feed.add(record)
+
+        feed_one.start = start  # type: ignore[attr-defined]
 
         try:
             done = produce(feed_one)

@@ -146,6 +146,25 @@ def analyzer_resource(
     return msg
 
 
+def stack_resource(
+    request: analyzer_pb2.AnalyzeRequest, res: Mapping[str, Any]
+) -> analyzer_pb2.AnalyzerResource:
+    """:func:`analyzer_resource` of ``res`` from its :func:`analyze_request` (the same
+    properties, options and provider, copied rather than built again)."""
+    msg = analyzer_pb2.AnalyzerResource(
+        type=request.type,
+        urn=request.urn,
+        name=request.name,
+        parent=str(res.get("parent") or ""),
+        dependencies=[d for d in (res.get("dependencies") or []) if isinstance(d, str)],
+    )
+    msg.properties.CopyFrom(request.properties)
+    msg.options.CopyFrom(request.options)
+    if request.HasField("provider"):
+        msg.provider.CopyFrom(request.provider)
+    return msg
+
+
 def struct_to_python(struct: struct_pb2.Struct) -> dict[str, Any]:
     """Protobuf Struct back to plain Python (for remediated properties)."""
     from google.protobuf import json_format  # type: ignore[import-untyped, unused-ignore]
