@@ -154,7 +154,7 @@ class ContainerRealization(Realization):
             mounts = []
             holder: list[pulumi.Resource] = []
             if svc.secrets:
-                secrets_volume, writer = self._secrets(i, name, image_ref, child)
+                secrets_volume, writer = self._secrets(i, name, image_ref, user, child)
                 holder.append(writer)
                 mounts.append(
                     docker.ContainerMountArgs(
@@ -309,6 +309,7 @@ class ContainerRealization(Realization):
         replica: int,
         name: str,
         image_ref: pulumi.Input[str],
+        user: str | None,
         child: pulumi.ResourceOptions,
     ) -> tuple[docker.Volume, docker.Container]:
         """The secrets of one replica: a volume holding /run/secrets/<ENV>, written by a
@@ -352,7 +353,7 @@ class ContainerRealization(Realization):
             start=False,
             must_run=False,
             network_mode="none",
-            user=renderers.service_user(svc) if svc.build is not None or svc.image_user else None,
+            user=user,  # the service's
             mounts=[
                 docker.ContainerMountArgs(
                     target=renderers.SECRETS_DIR, type="volume", source=volume.name
