@@ -9,9 +9,11 @@ GiB). ``runtime: both`` simply builds both, side by side, under different child 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pulumi
@@ -86,7 +88,9 @@ class Realization(pulumi.ComponentResource):
         self.host = ctx.spec.host_of(svc)
         self.instances = []
         self.build()
-        self.register_outputs({"instances": self.instances})
+        # The instances are the stack's `services` output (components/stack.py); repeating
+        # them as each component's outputs cost a serialization per component and level.
+        self.register_outputs({})
 
     def build(self) -> None:
         raise NotImplementedError
@@ -254,8 +258,15 @@ class ContainerRealization(Realization):
                 must_run=True,
                 wait=False,
                 destroy_grace_seconds=10,
+                # a rotated secret replaces the writer, and so the service, which reads its
+                # secrets at start: `pulumi up` hands the new value over
                 opts=pulumi.ResourceOptions.merge(
-                    child, pulumi.ResourceOptions(delete_before_replace=True, depends_on=holder)
+                    child,
+                    pulumi.ResourceOptions(
+                        delete_before_replace=True,
+                        depends_on=holder,
+                        replace_with=holder or None,
+                    ),
                 ),
             )
             endpoints = {}
@@ -322,8 +333,8 @@ class ContainerRealization(Realization):
         service's container mounts the volume, read-only), and never runs a process. The
         upload's content is the secret Output, kept encrypted in the state; nothing secret is
         in either container's configuration. A rotated value replaces the writer (uploads
-        force a new container) and rewrites the file; the service reads it at its next start
-        (`pulumi up --replace`, as for a VM).
+        force a new container), which rewrites the file and replaces the service container
+        (`replace_with`), so the service starts with the new value.
         """
         svc, ctx = self.svc, self.ctx
         labels = docker_labels(
@@ -391,39 +402,54 @@ def _write_context(directory: Path, files: Mapping[str, str]) -> None:
     files the spec no longer renders are removed (a stale file would enter the image).
 
     Every path must stay inside ``directory``: the spec's path grammar already keeps
-    ``..`` out, and this checks again (and never follows a symlink planted in the tree)
-    so that no stack file can make ``plan`` or ``policy`` write elsewhere.
+    ``..`` out, and this checks again; nothing here follows a symlink (one planted in the
+    tree, or at ``directory`` itself, is an error or is removed, never written through), so
+    no stack file can make ``plan`` or ``policy`` write elsewhere. Plain ``os`` calls: this
+    runs once per built service in every plan.
     """
-    root = directory.resolve()
-    targets: dict[Path, str] = {}
+    targets: dict[str, str] = {}
     for rel, content in files.items():
-        pure = PurePosixPath(rel)
-        if pure.is_absolute() or any(part in ("", ".", "..") for part in pure.parts):
+        parts = rel.split("/")
+        if rel.startswith("/") or any(part in ("", ".", "..") for part in parts):
             raise SpecError(f"build context path {rel!r} leaves the build folder {directory}")
-        targets[root.joinpath(*pure.parts)] = content
-    if root.is_symlink():
+        targets[os.path.join(directory, *parts)] = content
+    root = os.fspath(directory)
+    if os.path.islink(root):
         raise SpecError(f"build folder {directory} is a symlink; remove it")
-    if root.is_dir():
-        for path in sorted(root.rglob("*"), reverse=True):
-            if path.is_symlink():
-                path.unlink()  # nothing twinstack writes is a symlink
-            elif path.is_file() and path not in targets:
-                path.unlink()
-            elif path.is_dir() and not any(path.iterdir()):
-                path.rmdir()
+    if os.path.isdir(root):
+        for here, dirs, names, in_fd in os.fwalk(root, topdown=False):
+            for name in names:
+                path = os.path.join(here, name)
+                # nothing twinstack writes is a symlink; a stale file would enter the image
+                if path not in targets or stat.S_ISLNK(os.lstat(name, dir_fd=in_fd).st_mode):
+                    os.unlink(name, dir_fd=in_fd)
+            for name in dirs:  # fwalk lists a symlink to a folder here, and does not enter it
+                if stat.S_ISLNK(os.lstat(name, dir_fd=in_fd).st_mode):
+                    os.unlink(name, dir_fd=in_fd)
+                elif not os.listdir(os.path.join(here, name)):
+                    os.rmdir(name, dir_fd=in_fd)
+    else:
+        os.makedirs(root)
+    made, real_root = {root}, os.path.realpath(root)
     for path, content in targets.items():
-        parent = path.parent
-        parent.mkdir(parents=True, exist_ok=True)
-        if not parent.resolve().is_relative_to(root):
-            raise SpecError(f"build context path {path} leaves the build folder {directory}")
+        parent = os.path.dirname(path)
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            if os.path.realpath(parent) != os.path.join(real_root, parent[len(root) + 1 :]):
+                raise SpecError(f"build context path {path} leaves the build folder {directory}")
+            made.add(parent)
+        data = content.encode("utf-8")
         try:
-            if not path.is_symlink() and path.read_text(encoding="utf-8") == content:
-                continue
-        except OSError:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
             pass
-        if path.is_symlink():
-            path.unlink()
-        path.write_text(content, encoding="utf-8")
+        else:
+            with os.fdopen(fd, "rb") as old:
+                if old.read() == data:
+                    continue
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
 
 
 class VmRealization(Realization):
@@ -459,10 +485,25 @@ class VmRealization(Realization):
             # offline plan has it). A new release gets a new root clone and a new domain, so
             # cloud-init installs it on a first boot (it runs once per instance, and the
             # provider would only swap the seed disk of a running domain); the data volumes
-            # stay. A rotated secret value alone is no new release: `pulumi up --replace`.
+            # stay. A rotated secret changes only the real rendering: it replaces the seed
+            # disk, and with it (`replace_with`) the root clone and the domain, whose first
+            # boot writes the new value; `pulumi up` hands it over.
             offline = _user_data(renderers.secret_placeholders(svc))
+            # without secrets the offline rendering is the real one
+            user_data: pulumi.Input[str] = (
+                pulumi.Output.secret(secrets.apply(_user_data)) if svc.secrets else offline
+            )
+            seed = libvirt.CloudInitDisk(
+                f"{self.resource_name}-{i}-cloudinit",
+                name=f"{name}-cloudinit.iso",
+                pool=root_pool.pool.name,
+                user_data=user_data,
+                meta_data=renderers.render_meta_data(hostname),
+                opts=child,
+            )
             release = pulumi.ResourceOptions(
-                replacement_trigger=renderers.context_digest({"user-data": offline})
+                replacement_trigger=renderers.context_digest({"user-data": offline}),
+                replace_with=[seed] if svc.secrets else None,
             )
             root = libvirt.Volume(
                 f"{self.resource_name}-{i}-root",
@@ -489,18 +530,6 @@ class VmRealization(Realization):
                     ),
                 )
                 disks.append(libvirt.DomainDiskArgs(volume_id=data.id))
-            # without secrets the offline rendering is the real one
-            user_data: pulumi.Input[str] = (
-                pulumi.Output.secret(secrets.apply(_user_data)) if svc.secrets else offline
-            )
-            seed = libvirt.CloudInitDisk(
-                f"{self.resource_name}-{i}-cloudinit",
-                name=f"{name}-cloudinit.iso",
-                pool=root_pool.pool.name,
-                user_data=user_data,
-                meta_data=renderers.render_meta_data(hostname),
-                opts=child,
-            )
             interfaces = [
                 libvirt.DomainNetworkInterfaceArgs(
                     network_id=ctx.networks[n].libvirt_networks[self.host].id,
@@ -601,4 +630,4 @@ class Service(pulumi.ComponentResource):
             for rt in realizations_for(runtime)
         }
         self.instances = [inst for r in self.realizations.values() for inst in r.instances]
-        self.register_outputs({"runtime": runtime, "instances": self.instances})
+        self.register_outputs({"runtime": runtime})

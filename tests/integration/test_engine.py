@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from twinstack.engine import PROVIDERS, Engine, offline_engine, plugin_version
 from twinstack.realize.docker_apply import wait_container
@@ -221,11 +222,8 @@ def _exec(deployed: Deployed, docker: Any, virt: Any, argv: list[str]) -> tuple[
     return code, ((out[0] if code == 0 else out[1] or out[0]) or b"").decode()
 
 
-def test_secret_reaches_the_service_and_nothing_else(
-    deployed: Deployed, docker: Any, virt: Any
-) -> None:
-    """A `--secret` config value is in the running service's environment and nowhere in the
-    exported state or in the stack file in plain text."""
+def _service_env(deployed: Deployed, docker: Any, virt: Any) -> list[str]:
+    """The running service process's environment, one ``NAME=value`` per item."""
     if deployed.side.runtime == "vm":
         pid = "$(systemctl show -p MainPID --value api)"
     else:
@@ -234,7 +232,15 @@ def test_secret_reaches_the_service_and_nothing_else(
         deployed, docker, virt, ["/bin/bash", "-c", f"tr '\\0' '\\n' < /proc/{pid}/environ"]
     )
     assert code == 0, out
-    assert f"API_TOKEN={SECRET}" in out.splitlines()
+    return out.splitlines()
+
+
+def test_secret_reaches_the_service_and_nothing_else(
+    deployed: Deployed, docker: Any, virt: Any
+) -> None:
+    """A `--secret` config value is in the running service's environment and nowhere in the
+    exported state or in the stack file in plain text."""
+    assert f"API_TOKEN={SECRET}" in _service_env(deployed, docker, virt)
     if deployed.side.runtime == "container":
         # CIS 4.10: the value is in no container's configuration (`docker inspect`), only in
         # /run/secrets/API_TOKEN on the read-only volume its never-started writer filled
@@ -359,6 +365,28 @@ def test_second_preview_and_refresh_change_nothing(deployed: Deployed) -> None:
     assert set(changes) <= {"same"}, changes
 
 
+def _instance_id(deployed: Deployed, docker: Any, virt: Any) -> str:
+    """The instance's identity: a new one is a replaced instance (domain UUID, container id)."""
+    name = deployed.side.instance
+    if deployed.side.runtime == "vm":
+        return str(virt.lookupByName(name).UUIDString())
+    return str(docker.containers.get(name).id)
+
+
+def _replaced_and_healthy(
+    deployed: Deployed, docker: Any, virt: Any, before: str, phase: str
+) -> None:
+    assert _instance_id(deployed, docker, virt) != before
+    name = deployed.side.instance
+    if deployed.side.runtime == "vm":
+        with timed(f"engine vm: healthy ({phase})"):
+            health = wait_vm(virt, name, "api", Path("/nonexistent"), timeout_s=VM_TIMEOUT_S,
+                             probe_after_boot=True)  # fmt: skip
+    else:
+        health = wait_container(docker, name, timeout_s=CONTAINER_TIMEOUT_S)
+    assert health.healthy, str(health)
+
+
 def test_new_release_reaches_the_instance(deployed: Deployed, docker: Any, virt: Any) -> None:
     """A changed service file, `pulumi up`: the instance is replaced (a new image and
     container; a new root clone and domain, whose first boot installs the release), the new
@@ -370,11 +398,7 @@ def test_new_release_reaches_the_instance(deployed: Deployed, docker: Any, virt:
                                                "POST", "/items", item])  # fmt: skip
     assert code == 0 and json.loads(out)["status"] == 201, out
     assert _exec(deployed, docker, virt, ["/usr/bin/sync"])[0] == 0  # a VM's domain is cut
-    name = deployed.side.instance
-    if deployed.side.runtime == "vm":
-        before = virt.lookupByName(name).UUIDString()
-    else:
-        before = docker.containers.get(name).id
+    before = _instance_id(deployed, docker, virt)
     # as a user edits the stack file: the encrypted secret and its salt stay as they are
     doc = yaml.safe_load(deployed.stack_file.read_text(encoding="utf-8"))
     app = doc["config"]["twinstack:services"][0]["build"]["files"][0]
@@ -382,20 +406,34 @@ def test_new_release_reaches_the_instance(deployed: Deployed, docker: Any, virt:
     deployed.stack_file.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     with timed(f"engine {deployed.side.runtime}: up (release 2)"):
         deployed.stack.up()
-    if deployed.side.runtime == "vm":
-        assert virt.lookupByName(name).UUIDString() != before
-        with timed("engine vm: healthy (release 2)"):
-            health = wait_vm(virt, name, "api", Path("/nonexistent"), timeout_s=VM_TIMEOUT_S,
-                             probe_after_boot=True)  # fmt: skip
-    else:
-        assert docker.containers.get(name).id != before
-        health = wait_container(docker, name, timeout_s=CONTAINER_TIMEOUT_S)
-    assert health.healthy, str(health)
+    _replaced_and_healthy(deployed, docker, virt, before, "release 2")
     code, out = _exec(deployed, docker, virt, ["/bin/cat", app["path"]])
     assert code == 0 and out.endswith("# release 2\n"), out[-200:]
     code, out = _exec(deployed, docker, virt, ["/usr/bin/python3", "-c", CLIENT, "8081",
                                                "GET", "/items"])  # fmt: skip
     assert code == 0 and {"id": "before-release-2"} in json.loads(out)["body"], out
+
+
+ROTATED = "r0tated-\u00e9ngine-token"
+
+
+def test_rotated_secret_reaches_the_service(deployed: Deployed, docker: Any, virt: Any) -> None:
+    """`pulumi config set --secret` a new value, `pulumi up`: only the instance is replaced
+    (the secret's writer and the container; the seed disk, root clone and domain), and the
+    service runs with the new value. Before `replace_with`, the new value waited in the
+    secret's file or seed disk until someone ran `pulumi up --replace`."""
+    from pulumi import automation as auto
+
+    vm = deployed.side.runtime == "vm"
+    before = _instance_id(deployed, docker, virt)
+    deployed.stack.set_config("twinstack:apiToken", auto.ConfigValue(value=ROTATED, secret=True))
+    with timed(f"engine {deployed.side.runtime}: up (rotated secret)"):
+        result = deployed.stack.up()
+    changes = dict(result.summary.resource_changes or {})
+    assert set(changes) == {"same", "replace"} and changes["replace"] == (3 if vm else 2), changes
+    _replaced_and_healthy(deployed, docker, virt, before, "rotated secret")
+    assert f"API_TOKEN={ROTATED}" in _service_env(deployed, docker, virt)
+    assert ROTATED not in deployed.stack_file.read_text(encoding="utf-8")
 
 
 def test_destroy_leaves_nothing(deployed: Deployed, docker: Any, virt: Any) -> None:
@@ -576,3 +614,86 @@ def test_runtime_flip_under_the_engine(
         finally:
             stack.workspace.remove_stack(name, force=True)
             teardown_stack(docker, virt, name)
+
+
+# Linux's MAX_ARG_STRLEN: the longest single environment string exec accepts. The engine hands
+# each policy pack the whole stack config in one variable, PULUMI_CONFIG (pulumi/pulumi#8680).
+ARG_MAX_STRLEN = 128 * 1024
+WALL_SERVICES = 300
+
+
+def _wall_services(n: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": f"svc{i}",
+            "build": {
+                "base": "twinstack/debian-base:bookworm",
+                "command": ["python3", "-m", "http.server", "8080"],
+                "environment": {"SERVICE": f"svc{i}", "MODE": "wall"},
+                "files": [{"path": f"/srv/svc{i}/index.html", "content": f"svc {i}\n"}],
+            },
+            "resources": {"vcpus": 0.5, "memoryMib": 128},
+            "ports": [{"name": "http", "port": 8080, "hostPort": 21000 + i}],
+            "healthCheck": {"http": {"path": "/", "port": "http"}},
+        }
+        for i in range(n)
+    ]
+
+
+def test_a_stack_past_the_config_wall_previews_with_the_packs(
+    engine: Engine, docker: Any, virt: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """300 services: inline, their config is over the 128 KiB the kernel allows one
+    environment variable, and the engine cannot start the packs; from service files
+    (`twinstack:serviceFiles`) the same stack previews under the engine with the three packs,
+    passes them, and plans exactly the resources `twinstack plan` records for it."""
+    from pulumi.automation.errors import CommandError
+
+    from twinstack.plan import plan_stack
+
+    work = engine.state / "work"
+    work.mkdir(exist_ok=True)
+    monkeypatch.chdir(work)  # service files and build contexts are relative to it
+    services = _wall_services(WALL_SERVICES)
+    (work / "services").mkdir(exist_ok=True)
+    for part, chunk in (("a", services[:150]), ("b", services[150:])):
+        text = yaml.safe_dump({"services": chunk}, sort_keys=False)
+        (work / "services" / f"wall-{part}.yaml").write_text(text)
+    derived = derived_stack(
+        tmp_path, "itengwall", services, runtime="container", domain_type="qemu",
+        cidr="10.213.15.0/22",
+    )  # fmt: skip
+    inline_config = yaml.safe_load(derived.read_text())
+    assert len(json.dumps(inline_config["config"])) > ARG_MAX_STRLEN
+    files_config = json.loads(json.dumps(inline_config))
+    del files_config["config"]["twinstack:services"]
+    files_config["config"]["twinstack:serviceFiles"] = ["services/wall-*.yaml"]
+    files_file = tmp_path / "Pulumi.itengwall.yaml"
+    files_file.write_text(yaml.safe_dump(files_config, sort_keys=False))
+    inline_file = tmp_path / "Pulumi.itengwallin.yaml"
+    inline_file.write_text(yaml.safe_dump(inline_config, sort_keys=False))
+    # the README's advice for large previews (the default saves the whole state per step)
+    monkeypatch.setitem(engine.env, "PULUMI_SKIP_CHECKPOINTS", "true")
+
+    stack = _stack(engine, files_file, "itengwall")
+    events = Events()
+    try:
+        with timed(f"engine: preview {WALL_SERVICES} services from files, with packs"):
+            stack.preview(policy_packs=engine.packs, on_event=events)
+    finally:
+        stack.workspace.remove_stack("itengwall", force=True)
+    assert events.diags == []
+    assert [p for p in events.policy if p[2] == "mandatory"] == []
+    plan = plan_stack("itengwall", root=work, stack_file=files_file, preview=True)
+    planned = {r["urn"] for r in plan["resources"]}
+    assert len(planned) > 4 * WALL_SERVICES
+    assert {u for u, op in events.ops.items() if op == "create"} == planned
+
+    inline = _stack(engine, inline_file, "itengwallin")
+    try:
+        with pytest.raises(CommandError) as err:
+            inline.preview(policy_packs=engine.packs)
+    finally:
+        inline.workspace.remove_stack("itengwallin", force=True)
+    assert "argument list too long" in str(err.value).lower()
+    assert _ours(docker, virt, "itengwall") == [] and _ours(docker, virt, "itengwallin") == []

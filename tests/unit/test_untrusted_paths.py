@@ -67,6 +67,29 @@ def test_build_context_writer_never_follows_a_planted_symlink(tmp_path: Path) ->
             _write_context(ctx, {bad: "x"})
 
 
+def test_build_context_writer_refuses_a_symlinked_folder_and_syncs_exactly(
+    tmp_path: Path,
+) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (tmp_path / "build").mkdir()
+    os.symlink(victim, tmp_path / "build" / "svc")
+    with pytest.raises(SpecError, match="is a symlink"):
+        _write_context(tmp_path / "build" / "svc", {"Dockerfile": "FROM x:1\n"})
+    assert list(victim.iterdir()) == []
+    ctx = tmp_path / "ctx"
+    _write_context(ctx, {"Dockerfile": "FROM x:1\n", "rootfs/a/b.conf": "b"})
+    (ctx / "stale").write_text("old")
+    os.symlink(victim / "f", ctx / "rootfs" / "link")
+    (ctx / "rootfs" / "a" / "b.conf").write_text("edited")
+    _write_context(ctx, {"Dockerfile": "FROM x:1\n", "rootfs/a/b.conf": "b"})
+    files = sorted(str(p.relative_to(ctx)) for p in ctx.rglob("*"))
+    assert files == ["Dockerfile", "rootfs", "rootfs/a", "rootfs/a/b.conf"]
+    assert (ctx / "rootfs" / "a" / "b.conf").read_text() == "b"
+    _write_context(ctx, {"Dockerfile": "FROM x:2\n"})
+    assert sorted(str(p.relative_to(ctx)) for p in ctx.rglob("*")) == ["Dockerfile"]
+
+
 @pytest.mark.parametrize("ref", ["../outside.yaml", "/etc/passwd", "sub/../../x.yaml", "a.txt"])
 def test_cost_file_must_stay_in_the_project(tmp_path: Path, ref: str) -> None:
     (tmp_path / "outside.yaml").write_text("currency: EUR\n")
