@@ -10,6 +10,10 @@ each time. So twinstack writes those fields exactly as the providers read them b
   places; when that string holds exactly nine ``0`` characters it is re-rounded to one
   decimal place (``1`` → ``"1.0"``, ``0.5`` → ``"0.5"``, and lossy: ``0.05`` → ``"0.1"``),
   otherwise trailing zeros are trimmed (``0.25`` → ``"0.25"``, ``10`` → ``"10."``).
+* Docker healthcheck ``interval``, ``timeout`` and ``startPeriod``
+  (terraform-provider-docker stores Docker's nanoseconds back as Go's
+  ``time.Duration.String()``): ``60`` s → ``"1m0s"``, ``3600`` s → ``"1h0m0s"``; below a
+  minute ``"30s"`` either way.
 * libvirt ``cmdlines`` (terraform-provider-libvirt v0.8.1, bundled by pulumi-libvirt
   0.5.4): Create joins every ``k=v`` and every ``_`` value, sorted, with spaces; Read splits
   that line into maps of ``k=v`` (a repeated key starts a new map) followed by one map
@@ -39,6 +43,18 @@ def docker_cpus(vcpus: float) -> str:
 def docker_cpus_exact(vcpus: float) -> bool:
     """Whether the provider's read-back of ``vcpus`` is the same quantity."""
     return Decimal(docker_cpus(vcpus)) == Decimal(str(vcpus))
+
+
+def docker_duration(seconds: int) -> str:
+    """Whole seconds as Go's ``time.Duration.String()`` writes them (what the docker provider
+    reads back for a healthcheck duration): ``90`` → ``"1m30s"``, ``3661`` → ``"1h1m1s"``."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
 
 
 def libvirt_cmdlines(cmdline: str) -> list[dict[str, str]]:

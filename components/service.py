@@ -29,7 +29,7 @@ from components.infra import (
     docker_labels,
     first_host_address,
 )
-from components.provider_forms import docker_cpus, libvirt_cmdlines
+from components.provider_forms import docker_cpus, docker_duration, libvirt_cmdlines
 from components.spec import ServiceSpec, StackSpec, VolumeSpec
 from twinstack.errors import SpecError
 
@@ -138,10 +138,12 @@ class ContainerRealization(Realization):
         if probe is not None and hc is not None:
             healthcheck = docker.ContainerHealthcheckArgs(
                 tests=probe,
-                interval=f"{hc.interval_s}s",
-                timeout=f"{hc.timeout_s}s",
+                # as the provider reads them back (Go's form): else `1m0s` ≠ `60s` is a
+                # change on every preview of an unchanged stack
+                interval=docker_duration(hc.interval_s),
+                timeout=docker_duration(hc.timeout_s),
                 retries=hc.retries,
-                start_period=f"{hc.start_period_s}s",
+                start_period=docker_duration(hc.start_period_s),
             )
         # Secrets never enter the container's configuration (CIS 4.10: `docker inspect`
         # shows it): each is a file on a read-only volume, /run/secrets/<ENV>, and the

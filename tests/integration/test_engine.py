@@ -124,6 +124,9 @@ def deployed(
     teardown_stack(docker, virt, side.stack)  # leftovers of an interrupted run
     api = example_service("api")
     api["build"] = {**api["build"], "secrets": {"API_TOKEN": "apiToken"}}
+    # a duration of a minute or more is read back in Go's form ("1m30s"): the second preview
+    # (test_second_preview_and_refresh_change_nothing) sees any input written otherwise
+    api["healthCheck"] = {**api["healthCheck"], "startPeriodS": 90}
     stack_file = derived_stack(
         tmp, side.stack, [api], runtime=side.runtime, domain_type=domain_type,
         cidr=side.cidr, protect=True,

@@ -15,9 +15,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from components.provider_forms import docker_cpus, docker_cpus_exact, libvirt_cmdlines
+from components.provider_forms import (
+    docker_cpus,
+    docker_cpus_exact,
+    docker_duration,
+    libvirt_cmdlines,
+)
 from components.spec import Resources
 from twinstack.errors import SpecError
+from twinstack.realize.docker_apply import go_duration_ns
 from twinstack.realize.libvirt_apply import cmdline_from
 
 from .helpers import base_config, by_name, make_project, plan
@@ -53,6 +59,41 @@ def test_container_cpus_input_is_the_read_back_form(tmp_path: Path) -> None:
             assert docker_cpus(float(cpus)) == cpus, res["name"]
     web = by_name(doc, "docker:index/container:Container", "web-container-0")
     assert web["inputs"]["cpus"] == "1.0"  # was "1": replaced on every `pulumi up`
+
+
+# Go's time.Duration.String() of whole seconds (printed by `go run` with go1.26.8)
+GO_DURATIONS = [
+    (0, "0s"), (1, "1s"), (59, "59s"), (60, "1m0s"), (61, "1m1s"), (90, "1m30s"),
+    (599, "9m59s"), (3599, "59m59s"), (3600, "1h0m0s"), (3601, "1h0m1s"), (3661, "1h1m1s"),
+    (7200, "2h0m0s"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("seconds", "stored"), GO_DURATIONS)
+def test_docker_duration_is_what_the_provider_reads_back(seconds: int, stored: str) -> None:
+    assert docker_duration(seconds) == stored
+
+
+@given(st.integers(0, 10 * 3600))
+def test_docker_duration_parses_back_to_its_seconds(seconds: int) -> None:
+    assert go_duration_ns(docker_duration(seconds)) == seconds * 10**9
+
+
+def test_container_healthcheck_durations_are_the_read_back_form(tmp_path: Path) -> None:
+    """An interval of a minute or more was written "60s" and read back "1m0s": every
+    container's healthcheck was an update on every `pulumi preview` (found by
+    bench/engine_up.py at 1,000 services)."""
+    cfg = base_config()
+    web = next(s for s in cfg["twinstack:services"] if s["name"] == "web")
+    web["healthCheck"] = {"http": {"path": "/", "port": "http"}, "intervalS": 3600,
+                          "timeoutS": 90, "startPeriodS": 60}  # fmt: skip
+    doc = plan(make_project(tmp_path), "forms", cfg, runtime="container")
+    check = by_name(doc, "docker:index/container:Container", "web-container-0")["inputs"]
+    assert (check["healthcheck"]["interval"], check["healthcheck"]["timeout"]) == (
+        "1h0m0s",
+        "1m30s",
+    )
+    assert check["healthcheck"]["startPeriod"] == "1m0s"
 
 
 def test_lossy_vcpus_are_refused_with_a_nearby_value() -> None:
