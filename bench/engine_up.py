@@ -2,7 +2,8 @@
 
 A generated stack of N services (bench/plan_scale.py's generator: 4 networks, a volume on
 every third service; services in service files of 100), `twinstack:runtime: container`, one
-host `local` (the default Docker socket). Each service is a prebuilt `image:` service that
+host `local` (the default Docker socket); past 4,092 services one more network per 1,023
+(a Linux bridge takes at most 1,023 containers: 5,000 services need 5 networks). Each service is a prebuilt `image:` service that
 costs next to nothing per container: `twinstack/<stack>-idle:1`, the local base image
 `twinstack/debian-base:bookworm` (`.venv/bin/python -m twinstack.images build`) with
 `CMD ["sleep", "infinity"]` (built here once, from no registry, and removed at the end: a
@@ -10,10 +11,9 @@ prebuilt container keeps its image's CMD, the base image's is `/bin/bash`, which
 run as `nobody`, 64 MiB, 0.5 CPU, no published ports (`--ports`: plan_scale's host ports), and a
 command health check every hour (the container-security pack requires one; each probe costs
 Docker about 75 ms of CPU here, so 1,000 containers probing every minute would keep more than
-a core busy). Note: an `intervalS` of 60 or more is written `"3600s"` and read back by the
-provider as `"1h0m0s"`, so the second preview shows an update of every container's
-`healthcheck` (a check this script fails on) until twinstack writes Go's duration form;
-`--health-interval-s 59` avoids it at the probes' cost. Per N, each operation runs as a
+a core busy). The interval is written in Go's duration form (`"1h0m0s"`), as the provider
+reads it back; before twinstack did so, the second preview showed an update of every
+container's `healthcheck` (a check this script fails on). Per N, each operation runs as a
 child process through the Automation API with the CLI and plugins of tools/engine/build.sh,
 as bench/engine_preview.py runs `preview`, with a file backend in a temporary folder:
 
@@ -21,7 +21,8 @@ as bench/engine_preview.py runs `preview`, with a file backend in a temporary fo
   stacks"; `--checkpoints` runs every operation without it);
 * the containers Docker reports running with the stack's label must be exactly the declared
   replicas; dockerd + containerd + containerd-shim RSS (and PSS) is read from /proc;
-* a second `preview` with the packs must show no changes;
+* a second `preview` with the packs must show no changes (`--skip-preview` leaves it out:
+  at 5,000 services it would add about half an hour);
 * `pulumi state unprotect --all` (data volumes are protected), then `destroy`; afterwards no
   container, volume or network with the stack's label may remain.
 
@@ -36,6 +37,7 @@ the machine (then destroy and clean up).
 
     .venv/bin/python bench/engine_up.py --services 5,50,1000 [--checkpoints] [--ports]
         [--health-interval-s 3600] [--parallel P] [--max-up-minutes 35] [--max-used-gib 18]
+        [--skip-preview]
 
 Needs dockerd running (`bash scripts/daemons.sh start`) and the base image built.
 """
@@ -64,6 +66,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import yaml  # noqa: E402
 from plan_scale import generate  # noqa: E402
 
+from components.spec import BRIDGE_MAX_PORTS  # noqa: E402
 from twinstack.engine import offline_engine  # noqa: E402
 
 BASE_IMAGE = "twinstack/debian-base:bookworm"
@@ -122,6 +125,14 @@ def bench_project(
         bench_service(s, i, idle_image(stack), ports, interval_s)
         for i, s in enumerate(config.pop("twinstack:services"))
     ]
+    # one host here, not plan_scale's two: past 4 x 1,023 services, more networks, as the
+    # stack's validation asks (a Linux bridge takes at most 1,023 containers)
+    nets = max(4, -(-n // BRIDGE_MAX_PORTS))
+    config["twinstack:networks"] = [
+        {"name": f"net{k}", "cidr": f"10.{100 + k}.0.0/20", "mode": "nat"} for k in range(nets)
+    ]
+    for i, svc in enumerate(services):
+        svc["networks"] = [f"net{i % nets}"]
     for k in range(0, n, PER_FILE):
         (root / "services" / f"bench-{k // PER_FILE:03d}.yaml").write_text(
             yaml.safe_dump({"services": services[k : k + PER_FILE]}, sort_keys=False),
@@ -296,13 +307,14 @@ class Stopped(RuntimeError):
 def phase(
     argv: list[str], cwd: Path, *, limit_s: float | None = None, max_gib: float | None = None
 ) -> tuple[float, float]:
-    """Run a child phase: (wall seconds, peak tree RSS MiB). A failure raises RuntimeError
-    with its stderr's tail; a limit reached stops the child's whole tree and raises Stopped."""
+    """Run a child phase: (wall seconds, peak tree RSS MiB, peak machine memory in use GiB,
+    sampled once a second). A failure raises RuntimeError with its stderr's tail; a limit
+    reached stops the child's whole tree and raises Stopped."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
     )
-    peak, tree, stop = 0, [proc.pid], ""
+    peak, tree, stop, used = 0, [proc.pid], "", 0.0
     started: dict[int, int] = {}  # pid → start time, of every process seen in the tree
     done = threading.Event()
 
@@ -318,7 +330,7 @@ def phase(
                     os.kill(pid, signal.SIGKILL)
 
     def sample() -> None:
-        nonlocal peak, tree, stop
+        nonlocal peak, tree, stop, used
         tick = 0
         while not done.wait(0.05):
             if tick % 20 == 0:
@@ -326,9 +338,10 @@ def phase(
                 tree = _descendants(procs, [proc.pid])
                 started.update((p, procs[p][3]) for p in tree if p in procs)
                 elapsed = time.perf_counter() - t0
+                used = max(used, used_gib())
                 if limit_s is not None and elapsed > limit_s:
                     stop = f"over the limit of {limit_s:.0f} s"
-                elif max_gib is not None and used_gib() > max_gib:
+                elif max_gib is not None and used > max_gib:
                     stop = f"machine memory in use over {max_gib:g} GiB"
                 if stop:
                     kill()
@@ -354,7 +367,7 @@ def phase(
     if code != 0:
         tail = " | ".join(err.strip().splitlines()[-8:])
         raise RuntimeError(f"{argv[3]} exited {code} after {wall:.1f} s: {tail}")
-    return wall, peak / MIB
+    return wall, peak / MIB, used
 
 
 def child(
@@ -428,8 +441,9 @@ def one(n: int, bindir: Path, client: Any, ns: argparse.Namespace) -> tuple[str,
         def run(what: str, **limits: float | None) -> tuple[float, dict[str, Any]]:
             out = tmp / f"{what}.json"
             argv = [sys.executable, __file__, "--child", what, str(root), str(bindir)]
-            wall, peak = phase([*argv, str(state), str(out), *flags], root, **limits)
+            wall, peak, used = phase([*argv, str(state), str(out), *flags], root, **limits)
             peaks[what] = peak
+            log(f"{what}: {wall:.1f} s, machine memory in use at most {used:.1f} GiB")
             return wall, json.loads(out.read_text())
 
         idle = docker_memory()
@@ -454,11 +468,16 @@ def one(n: int, bindir: Path, client: Any, ns: argparse.Namespace) -> tuple[str,
                     f"running containers {len(live)} != declared replicas {len(names)}"
                     f" (missing {missing[:5]}, unexpected {extra[:5]})"
                 )
-            pre_s, pre = run("preview", limit_s=ns.max_up_minutes * 60)
-            changed = {k: v for k, v in pre["changes"].items() if k != "same" and v}
-            cell["preview"] = f"{pre_s:.1f} s" + (" (**changes**)" if changed else "")
-            if changed:
-                failures.append(f"second preview shows changes {changed}: {pre['not_same'][:3]} …")
+            if ns.skip_preview:
+                cell["preview"] = "not run"
+            else:
+                pre_s, pre = run("preview", limit_s=ns.max_up_minutes * 60)
+                changed = {k: v for k, v in pre["changes"].items() if k != "same" and v}
+                cell["preview"] = f"{pre_s:.1f} s" + (" (**changes**)" if changed else "")
+                if changed:
+                    failures.append(
+                        f"second preview shows changes {changed}: {pre['not_same'][:3]} …"
+                    )
         except (RuntimeError, Stopped) as exc:
             fatal = True
             failures.append(f"up/preview: {exc}")
@@ -505,6 +524,9 @@ def main() -> None:
     ap.add_argument(
         "--max-used-gib", type=float, default=18.0,
         help="stop `up` when the machine's memory in use passes this (GiB)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--skip-preview", action="store_true", help="no second preview after `up`"
     )  # fmt: skip
     ap.add_argument("--bin", help="bin dir of tools/engine/build.sh (default: run it)")
     ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)

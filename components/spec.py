@@ -87,6 +87,11 @@ MIN_VM_MEMORY_MIB = 256
 MIN_VM_DISK_GIB = 2
 """Smallest VM root disk: the clone of the base image may not be smaller than the image."""
 
+BRIDGE_MAX_PORTS = 1023
+"""Interfaces one Linux bridge takes: the kernel numbers a bridge's ports in 10 bits, port 0
+reserved (``BR_MAX_PORTS``). A Docker bridge network and a libvirt network are each one bridge
+per host; the 1,024th container on one fails to start with "exchange full"."""
+
 
 def vm_vcpus(vcpus: float) -> int:
     """Whole vCPUs a VM gets for a (possibly fractional) vCPU request: the ceiling, ≥ 1."""
@@ -843,6 +848,32 @@ def _check_stack(s: StackSpec, where: _Locator) -> None:
                 "use a larger network",
                 str(net.cidr),
             )
+    # every network's bridge on a host can take the instances attached to it
+    sides = {"vm": "VMs", "container": "containers"}
+    attached: dict[tuple[str, str, str], int] = {}
+    for svc in s.services:
+        for side in _runtimes(s.runtime_of(svc)):
+            for name in s.networks_of(svc):
+                bridge = (name, s.host_of(svc), side)
+                attached[bridge] = attached.get(bridge, 0) + svc.replicas
+    if any(count > BRIDGE_MAX_PORTS for count in attached.values()):
+        seen: dict[tuple[str, str, str], int] = {}
+        for i, svc in enumerate(s.services):
+            for side in sorted(_runtimes(s.runtime_of(svc))):
+                for j, name in enumerate(s.networks_of(svc)):
+                    bridge = (name, s.host_of(svc), side)
+                    seen[bridge] = seen.get(bridge, 0) + svc.replicas
+                    if seen[bridge] <= BRIDGE_MAX_PORTS:
+                        continue
+                    raise _Err(
+                        ("services", i, "networks", j) if svc.networks else ("services", i),
+                        f"on host {bridge[1]!r} is the network this service takes past "
+                        f"{BRIDGE_MAX_PORTS:,} {sides[side]}: the stack attaches "
+                        f"{attached[bridge]:,} {sides[side]} to it, and one Linux bridge holds "
+                        f"at most {BRIDGE_MAX_PORTS:,} (the kernel's port limit; Docker fails "
+                        "with 'exchange full'); spread the services over more networks or hosts",
+                        name,
+                    )
 
 
 # ----------------------------------------------------------------------- loading

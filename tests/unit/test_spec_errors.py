@@ -48,6 +48,33 @@ class Case:
     allowed: tuple[str, ...]  # fragments saying what is allowed / what is wrong
 
 
+def _fill_network(
+    cfg: Config,
+    replicas: int,
+    runtime: str = "container",
+    host: str | None = None,
+    prefix: str = "",
+) -> None:
+    """Services on network `apps` (made a /20: addresses for all of them) until the base's
+    3 instances and the new ones add up to 3 + ``replicas``."""
+    cfg["twinstack:runtime"] = runtime
+    cfg["twinstack:networks"][0]["cidr"] = "10.10.0.0/20"
+    cfg["twinstack:storage"][0]["capacityGib"] = 1_000_000
+    k = 0
+    while replicas > 0:
+        fill: dict[str, Any] = {
+            "name": f"{prefix}fill{k}",
+            "build": {"command": ["/usr/local/bin/idle"]},
+            "networks": ["apps"],
+            "replicas": min(replicas, 100),
+        }
+        if host is not None:
+            fill["host"] = host
+        cfg["twinstack:services"].append(fill)
+        replicas -= 100
+        k += 1
+
+
 def _secret_file_clash(cfg: Config) -> None:
     build = svc(cfg, 1)["build"]
     build["secrets"] = {"DB_PASSWORD": "dbPassword"}
@@ -190,6 +217,21 @@ CASES = [
         ("overlaps networks[0]", "apps", "10.10.0.0/24", "must not overlap"),
     ),
     Case(
+        "bridge-port-limit",
+        # web (2) + api (1) + 10 x 100 + 21: the 1,024th container on the bridge is fill10's
+        lambda c: _fill_network(c, 1021),
+        "services[12].networks[0]",
+        "'apps'",
+        ("past 1,023 containers", "attaches 1,024 containers", "exchange full", "more networks"),
+    ),
+    Case(
+        "bridge-port-limit-vms",
+        lambda c: _fill_network(c, 1021, runtime="vm"),
+        "services[12].networks[0]",
+        "'apps'",
+        ("past 1,023 VMs", "attaches 1,024 VMs", "at most 1,023"),
+    ),
+    Case(
         "duplicate-service-name",
         lambda c: svc(c, 1).update({"name": "web"}),
         "services[1].name",
@@ -312,6 +354,33 @@ def test_same_host_port_other_protocol_or_host_is_fine(project: Path) -> None:
     ]
     svc(cfg, 1)["host"] = "b"
     load_stack(write_stack(project, "ok", cfg))
+
+
+@pytest.mark.parametrize("runtime", ["container", "vm", "both"])
+def test_a_full_bridge_is_fine(project: Path, runtime: str) -> None:
+    """1,023 instances on one network of one host: every port of the bridge, and no error."""
+    cfg = base_config()
+    _fill_network(cfg, 1020, runtime)
+    spec = load_stack(write_stack(project, "ok", cfg))
+    assert sum(svc.replicas for svc in spec.services) == 1023
+
+
+def test_the_bridge_limit_is_per_host(project: Path) -> None:
+    """Each host has its own bridge per network: 1,023 instances on each of two hosts fit
+    (both runtimes), one more on the second does not."""
+    cfg = base_config()
+    cfg["twinstack:hosts"] = {"a": {}, "b": {"libvirtUri": "qemu+ssh://b/system"}}
+    _fill_network(cfg, 1020, "both")
+    _fill_network(cfg, 1023, "both", host="b", prefix="b-")
+    cfg["twinstack:networks"][0]["cidr"] = "10.10.0.0/19"  # addresses for both hosts' 2,046
+    spec = load_stack(write_stack(project, "ok", cfg))
+    assert sum(svc.replicas for svc in spec.services) == 2 * 1023
+    cfg["twinstack:services"][-1]["replicas"] += 1  # one more on b: past the limit there
+    with pytest.raises(SpecError) as err:
+        load_stack(write_stack(project, "bad", cfg))
+    msg = str(err.value)
+    assert f"twinstack:services[{len(cfg['twinstack:services']) - 1}].networks[0]" in msg, msg
+    assert "host 'b'" in msg and "attaches 1,024" in msg, msg
 
 
 def test_digest_pinned_images_are_fine(project: Path) -> None:
