@@ -33,11 +33,21 @@ descendants is refreshed every second: a full /proc walk takes tens of milliseco
 thousands of container processes run). Any failed check exits 1 after the teardown; on any
 failure the stack is destroyed, and whatever still carries its label is removed through the
 Docker API. `--max-up-minutes` / `--max-used-gib` stop an `up` that runs too long or fills
-the machine (then destroy and clean up).
+the machine: the CLI gets SIGINT (Ctrl-C), finishes the steps under way and writes the
+state, then destroy and clean up.
 
     .venv/bin/python bench/engine_up.py --services 5,50,1000 [--checkpoints] [--ports]
         [--health-interval-s 3600] [--parallel P] [--max-up-minutes 35] [--max-used-gib 18]
-        [--skip-preview]
+        [--skip-preview] [--hosts H]
+
+`--hosts H` makes the stack H hosts, each its own dockerd: the running one and H-1 that the
+script starts (own socket, data and exec roots, managed containerd; no default bridge and
+no iptables) and stops at the end, services spread round-robin, each host with networks of
+its own. One dockerd holds about 8 open files per running container, and this machine's
+hard limit for one process is 20,000 (the sandbox lacks CAP_SYS_RESOURCE to raise it), so
+one daemon here takes about 2,400 containers: 5,000 services need `--hosts 3`. They also
+need about 60,000 threads (a shim runs 10-11): `sysctl -w kernel.pid_max=4194304` first,
+as systemd sets it on a 64-bit host. The script checks both before it starts anything.
 
 Needs dockerd running (`bash scripts/daemons.sh start`) and the base image built.
 """
@@ -49,6 +59,7 @@ import contextlib
 import io
 import json
 import os
+import resource
 import shlex
 import shutil
 import signal
@@ -57,6 +68,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +122,10 @@ def bench_service(
 
 
 def bench_project(
-    tmp: Path, n: int, stack: str, ports: bool, interval_s: int
+    tmp: Path, n: int, stack: str, ports: bool, interval_s: int, hosts: dict[str, str]
 ) -> tuple[Path, set[str]]:
-    """The project folder and the names of the containers the stack declares."""
+    """The project folder and the names of the containers the stack declares. ``hosts``:
+    twinstack host name → Docker host; service i runs on the (i mod H)th."""
     root = tmp / "project"
     (root / "stacks").mkdir(parents=True)
     (root / "services").mkdir()
@@ -125,21 +138,32 @@ def bench_project(
         bench_service(s, i, idle_image(stack), ports, interval_s)
         for i, s in enumerate(config.pop("twinstack:services"))
     ]
-    # one host here, not plan_scale's two: past 4 x 1,023 services, more networks, as the
-    # stack's validation asks (a Linux bridge takes at most 1,023 containers)
-    nets = max(4, -(-n // BRIDGE_MAX_PORTS))
-    config["twinstack:networks"] = [
-        {"name": f"net{k}", "cidr": f"10.{100 + k}.0.0/20", "mode": "nat"} for k in range(nets)
-    ]
-    for i, svc in enumerate(services):
-        svc["networks"] = [f"net{i % nets}"]
+    # networks of their own on each host (the hosts of this machine share one kernel: a
+    # subnet on two of them would be two bridges with one address), at least 4 in all, and
+    # as many as the stack's validation asks (a Linux bridge takes at most 1,023 containers)
+    host_names = list(hosts)
+    per_host = -(-max(4, -(-n // BRIDGE_MAX_PORTS)) // len(host_names))
+    nets: list[dict[str, str]] = []
+    for h, name in enumerate(host_names):
+        on_host = len(range(h, n, len(host_names)))
+        count = max(per_host, -(-on_host // BRIDGE_MAX_PORTS))
+        prefix = "" if len(host_names) == 1 else f"{name}-"
+        mine = [f"{prefix}net{k}" for k in range(count)]
+        nets += [
+            {"name": net, "cidr": f"10.{100 + len(nets) + k}.0.0/20", "mode": "nat"}
+            for k, net in enumerate(mine)
+        ]
+        for j, i in enumerate(range(h, n, len(host_names))):
+            services[i]["host"] = name
+            services[i]["networks"] = [mine[j % count]]
+    config["twinstack:networks"] = nets
     for k in range(0, n, PER_FILE):
         (root / "services" / f"bench-{k // PER_FILE:03d}.yaml").write_text(
             yaml.safe_dump({"services": services[k : k + PER_FILE]}, sort_keys=False),
             encoding="utf-8",
         )
     config["twinstack:runtime"] = "container"
-    config["twinstack:hosts"] = {"local": {"dockerHost": DOCKER_HOST}}
+    config["twinstack:hosts"] = {name: {"dockerHost": url} for name, url in hosts.items()}
     config["twinstack:serviceFiles"] = ["services/bench-*.yaml"]
     for storage in config["twinstack:storage"]:
         storage["path"] = str(tmp / "pools" / storage["name"])  # no pool: no VM
@@ -153,10 +177,140 @@ def bench_project(
 # ------------------------------------------------------------------------ docker
 
 
-def docker_client() -> Any:
+def docker_client(url: str = DOCKER_HOST) -> Any:
     import docker
 
-    return docker.DockerClient(base_url=DOCKER_HOST, timeout=600)
+    return docker.DockerClient(base_url=url, timeout=600)
+
+
+EXTRA_RUN = Path("/run/twinstack-bench")
+EXTRA_DATA = Path("/var/lib/twinstack-bench")
+
+
+THREADS_PER_CONTAINER = 12
+"""Measured here: a containerd-shim-runc-v2 runs 10-11 threads, the container's process one."""
+DOCKERD_FDS_PER_CONTAINER = 8
+"""Measured here: dockerd holds 7.7 descriptors per running container (the stdio FIFOs, the
+json-file log, containerd streams)."""
+
+
+def host_limits(n: int, hosts: int) -> None:
+    """Refuse, before anything starts, a run the machine's limits would stop halfway."""
+    with open("/proc/loadavg", encoding="ascii") as f:
+        threads_now = int(f.read().split()[3].split("/")[1])  # the kernel's threads now
+    with open("/proc/sys/kernel/pid_max", encoding="ascii") as f:
+        pid_max = int(f.read())
+    need = threads_now + n * THREADS_PER_CONTAINER
+    if need > pid_max * 0.9:
+        raise SystemExit(
+            f"{n:,} containers need about {need:,} threads (containerd shims) and "
+            f"kernel.pid_max is {pid_max:,}: raise it first (`sysctl -w kernel.pid_max=4194304`, "
+            "what systemd sets on 64-bit hosts)"
+        )
+    per_daemon = -(-n // hosts)
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # what a dockerd started here gets
+    with contextlib.suppress(OSError, StopIteration, ValueError):
+        pid = int(
+            subprocess.run(["pgrep", "-xo", "dockerd"], capture_output=True, text=True).stdout
+        )
+        with open(f"/proc/{pid}/limits", encoding="ascii") as f:
+            line = next(x for x in f if x.startswith("Max open files"))
+        nofile = min(nofile, int(line.split()[3]))  # the running daemon's soft limit
+    fds = per_daemon * DOCKERD_FDS_PER_CONTAINER + 1000
+    if fds > nofile:
+        raise SystemExit(
+            f"{per_daemon:,} containers on one dockerd hold about {fds:,} open files and a "
+            f"dockerd here may open {nofile:,}: spread them over more daemons (--hosts "
+            f"{-(-n * DOCKERD_FDS_PER_CONTAINER // (nofile - 1000))})"
+        )
+
+
+class ExtraDaemons:
+    """``k`` more dockerd, each its own host in the stack (socket, data root, exec root and
+    managed containerd of its own; no default bridge, no iptables: the first daemon owns
+    those chains). A dockerd holds about 8 descriptors per running container, so the
+    machine's open-files limit for one process (20,000 here: a hard limit this sandbox
+    cannot raise) caps one daemon at about 2,500 containers; on a Docker host its unit
+    allows far more (LimitNOFILE). Stopped, and their folders removed, on exit."""
+
+    def __init__(self, k: int) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.hosts: dict[str, str] = {}
+        for h in range(1, k + 1):
+            run, data = EXTRA_RUN / f"h{h}", EXTRA_DATA / f"h{h}"
+            run.mkdir(parents=True, exist_ok=True)
+            url = f"unix://{run / 'docker.sock'}"
+            argv = [
+                "dockerd", "--data-root", str(data), "--exec-root", str(run / "exec"),
+                "--pidfile", str(run / "dockerd.pid"), "-H", url,
+                "--bridge=none", "--iptables=false", "--ip-masq=false",
+            ]  # fmt: skip
+            with open(run / "dockerd.log", "ab") as log:
+                self.procs.append(
+                    subprocess.Popen(
+                        argv,
+                        stdout=log,
+                        stderr=log,
+                        stdin=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
+                )
+            self.hosts[f"h{h}"] = url
+        for (name, url), proc in zip(self.hosts.items(), self.procs, strict=True):
+            self._ready(name, url, proc)
+
+    @staticmethod
+    def _ready(name: str, url: str, proc: subprocess.Popen[bytes]) -> None:
+        """The daemon answers its API (readiness, not a sleep: the ping is the signal)."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit(f"dockerd of host {name} exited {proc.returncode}")
+            with contextlib.suppress(Exception):
+                if docker_client(url).ping():
+                    return
+            time.sleep(0.2)
+        raise SystemExit(f"dockerd of host {name} did not answer {url} within 60 s")
+
+    def stop(self) -> None:
+        """Stop the daemons, first removing every container they hold (a container outlives
+        its stopped dockerd: its shim keeps running, its root stays mounted); a folder that
+        still has anything mounted under it is left, and named."""
+        for url, proc in zip(self.hosts.values(), self.procs, strict=True):
+            if proc.poll() is None:
+                with contextlib.suppress(Exception):
+                    _remove_ours(docker_client(url), "", label="twinstack.stack")
+        for proc in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        with open("/proc/mounts", encoding="utf-8") as f:
+            mounts = [line.split()[1] for line in f]
+        for h in range(1, len(self.procs) + 1):
+            for folder in (EXTRA_RUN / f"h{h}", EXTRA_DATA / f"h{h}"):
+                if any(m == str(folder) or m.startswith(f"{folder}/") for m in mounts):
+                    print(f"left {folder}: something is still mounted under it", file=sys.stderr)
+                    continue
+                shutil.rmtree(folder, ignore_errors=True)
+        for folder in (EXTRA_RUN, EXTRA_DATA):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty: nothing of anyone else's
+
+
+def copy_base_image(source: Any, target: Any) -> None:
+    """The local base image onto another daemon (save and load: no registry)."""
+    import docker.errors
+
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        target.images.get(BASE_IMAGE)
+        return
+    data = b"".join(source.images.get(BASE_IMAGE).save(named=True))
+    target.images.load(data)
 
 
 def build_idle_image(client: Any, stack: str) -> bool:
@@ -178,42 +332,71 @@ def build_idle_image(client: Any, stack: str) -> bool:
     return True
 
 
-def ours(client: Any, stack: str) -> dict[str, list[str]]:
-    """Containers (any state), volumes and networks carrying the stack's label."""
+def ours(clients: list[Any], stack: str) -> dict[str, list[str]]:
+    """Containers (any state), volumes and networks carrying the stack's label, on every
+    daemon."""
     label = {"label": f"twinstack.stack={stack}"}
-    api = client.api
+    out: dict[str, list[str]] = {"containers": [], "volumes": [], "networks": []}
+    for api in (client.api for client in clients):
+        out["containers"] += [
+            c["Names"][0].lstrip("/") for c in api.containers(all=True, filters=label)
+        ]
+        out["volumes"] += [v["Name"] for v in api.volumes(filters=label).get("Volumes") or []]
+        out["networks"] += [n["Name"] for n in api.networks(filters=label)]
+    return out
+
+
+def running(clients: list[Any], stack: str) -> set[str]:
+    label = {"label": f"twinstack.stack={stack}", "status": "running"}
     return {
-        "containers": [c["Names"][0].lstrip("/") for c in api.containers(all=True, filters=label)],
-        "volumes": [v["Name"] for v in api.volumes(filters=label).get("Volumes") or []],
-        "networks": [n["Name"] for n in api.networks(filters=label)],
+        c["Names"][0].lstrip("/")
+        for client in clients
+        for c in client.api.containers(filters=label)
     }
 
 
-def running(client: Any, stack: str) -> set[str]:
-    label = {"label": f"twinstack.stack={stack}", "status": "running"}
-    return {c["Names"][0].lstrip("/") for c in client.api.containers(filters=label)}
-
-
-def remove_ours(client: Any, stack: str) -> list[str]:
+def remove_ours(clients: list[Any], stack: str) -> list[str]:
     """Last resort: remove what carries the stack's label (and nothing else)."""
+    return [what for client in clients for what in _remove_ours(client, stack)]
+
+
+def _remove_ours(client: Any, stack: str, label: str | None = None) -> list[str]:
+    """Containers (8 at a time: one at a time, thousands took hours under load), then
+    networks and volumes; a removal the daemon refuses is reported, not raised, so the rest
+    still goes."""
     import docker.errors
 
-    removed: list[str] = []
-    label = {"label": f"twinstack.stack={stack}"}
     api = client.api
-    for c in api.containers(all=True, filters=label):
-        with contextlib.suppress(docker.errors.NotFound):
-            api.remove_container(c["Id"], force=True)
-            removed.append(f"container {c['Names'][0].lstrip('/')}")
-    for n in api.networks(filters=label):
-        with contextlib.suppress(docker.errors.NotFound):
-            api.remove_network(n["Id"])
-            removed.append(f"network {n['Name']}")
-    for v in api.volumes(filters=label).get("Volumes") or []:
-        with contextlib.suppress(docker.errors.NotFound):
-            api.remove_volume(v["Name"], force=True)
-            removed.append(f"volume {v['Name']}")
-    return removed
+    filters = {"label": label or f"twinstack.stack={stack}"}
+
+    def remove(kind: str, name: str, call: Any) -> str:
+        try:
+            call()
+        except docker.errors.NotFound:
+            return ""
+        except docker.errors.APIError as exc:
+            return f"{kind} {name} NOT removed: {exc.explanation or exc}"
+        return f"{kind} {name}"
+
+    containers = api.containers(all=True, filters=filters)
+    with ThreadPoolExecutor(8) as pool:
+        done = list(
+            pool.map(
+                lambda c: remove(
+                    "container",
+                    c["Names"][0].lstrip("/"),
+                    lambda: api.remove_container(c["Id"], force=True),
+                ),
+                containers,
+            )
+        )
+    for n in api.networks(filters=filters):
+        done.append(remove("network", n["Name"], lambda: api.remove_network(n["Id"])))  # noqa: B023
+    for v in api.volumes(filters=filters).get("Volumes") or []:
+        done.append(
+            remove("volume", v["Name"], lambda: api.remove_volume(v["Name"], force=True))  # noqa: B023
+        )
+    return [d for d in done if d]
 
 
 # ------------------------------------------------------------------------ /proc
@@ -319,8 +502,19 @@ def phase(
     done = threading.Event()
 
     def kill() -> None:
+        # first the CLI alone, with Ctrl-C's signal: it lets the steps under way finish and
+        # writes the state, so `destroy` knows what was created (a signal to the whole group
+        # ends the program's process at once, and with PULUMI_SKIP_CHECKPOINTS the CLI
+        # then records nothing: seen at 5,000 services)
+        procs = _processes()
+        for pid in _descendants(procs, [proc.pid]):
+            if procs.get(pid, (0, ""))[1] == "pulumi":
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(600)
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)  # the CLI cancels on SIGTERM
+            os.killpg(proc.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(30)
         procs = _processes()  # what is left of the tree (plugins may leave the group)
@@ -415,7 +609,9 @@ def mib(x: float) -> str:
     return f"{x:,.0f} MiB"
 
 
-def one(n: int, bindir: Path, client: Any, ns: argparse.Namespace) -> tuple[str, list[str], bool]:
+def one(
+    n: int, bindir: Path, hosts: dict[str, str], clients: list[Any], ns: argparse.Namespace
+) -> tuple[str, list[str], bool]:
     """Deploy, check and destroy N services: (the table row, failed checks, whether an
     operation itself failed or left something behind: then a larger N is pointless)."""
     stack = ns.stack
@@ -424,7 +620,7 @@ def one(n: int, bindir: Path, client: Any, ns: argparse.Namespace) -> tuple[str,
     def log(message: str) -> None:
         print(f"[{n}] {message}", file=sys.stderr, flush=True)
 
-    left = remove_ours(client, stack)
+    left = remove_ours(clients, stack)
     if left:
         log(f"removed leftovers of an earlier run: {len(left)} ({', '.join(left[:3])}, …)")
     cell: dict[str, str] = {}
@@ -432,7 +628,7 @@ def one(n: int, bindir: Path, client: Any, ns: argparse.Namespace) -> tuple[str,
     fatal = False
     with tempfile.TemporaryDirectory(prefix="engine-up-") as t:
         tmp = Path(t)
-        root, names = bench_project(tmp, n, stack, ns.ports, ns.health_interval_s)
+        root, names = bench_project(tmp, n, stack, ns.ports, ns.health_interval_s, hosts)
         state = tmp / "state"
         offline_engine(bindir, state)  # installs the plugins (not timed)
         flags = ["--stack", stack] + (["--checkpoints"] if ns.checkpoints else [])
@@ -450,7 +646,7 @@ def one(n: int, bindir: Path, client: Any, ns: argparse.Namespace) -> tuple[str,
         try:
             up_s, up = run("up", limit_s=ns.max_up_minutes * 60, max_gib=ns.max_used_gib)
             mem = docker_memory()  # at the end of `up`
-            live = running(client, stack)
+            live = running(clients, stack)
             cell["resources"] = f"{up['resources']:,}"
             cell["running"] = f"{len(live):,} / {len(names):,}"
             cell["up"] = f"{up_s:.1f} s"
@@ -493,11 +689,12 @@ def one(n: int, bindir: Path, client: Any, ns: argparse.Namespace) -> tuple[str,
                 fatal = True
                 failures.append(f"destroy: {exc}")
                 log(str(exc))
-            left_over = ours(client, stack)
+            left_over = ours(clients, stack)
             if any(left_over.values()):
                 fatal = True
                 failures.append(f"left after destroy: { {k: v[:5] for k, v in left_over.items()} }")
-                log(f"removing through the Docker API: {len(remove_ours(client, stack))} objects")
+                removed = remove_ours(clients, stack)
+                log(f"removing through the Docker API: {len(removed)} objects")
     cell["peak"] = mib(max(peaks.values())) if peaks else "—"
     log("peak tree RSS: " + ", ".join(f"{k} {mib(v)}" for k, v in peaks.items()))
     skip = "no" if ns.checkpoints else "yes"
@@ -528,6 +725,10 @@ def main() -> None:
     ap.add_argument(
         "--skip-preview", action="store_true", help="no second preview after `up`"
     )  # fmt: skip
+    ap.add_argument(
+        "--hosts", type=int, default=1,
+        help="Docker daemons, each a host of the stack: the running one and H-1 started here",
+    )  # fmt: skip
     ap.add_argument("--bin", help="bin dir of tools/engine/build.sh (default: run it)")
     ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     ns = ap.parse_args()
@@ -549,8 +750,13 @@ def main() -> None:
             again.append(a)
         skip = a == "--bin"
     print("    " + shlex.join([".venv/bin/python", "bench/engine_up.py", *again]) + "\n")
-    client = docker_client()
-    built = build_idle_image(client, ns.stack)
+    sizes = [int(x) for x in ns.services.split(",")]
+    for n in sizes:
+        host_limits(n, ns.hosts)  # before anything starts
+    extra = ExtraDaemons(ns.hosts - 1)
+    hosts = {"local": DOCKER_HOST, **extra.hosts}
+    clients = [docker_client(url) for url in hosts.values()]
+    built: list[Any] = []
     failures: list[str] = []
     print(
         "| services | skip checkpoints | resources | containers running / declared | `up` "
@@ -559,16 +765,20 @@ def main() -> None:
     )
     print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
     try:
-        for n in (int(x) for x in ns.services.split(",")):
-            row, failed, fatal = one(n, bindir, client, ns)
+        for client in clients[1:]:
+            copy_base_image(clients[0], client)
+        built = [client for client in clients if build_idle_image(client, ns.stack)]
+        for n in sizes:
+            row, failed, fatal = one(n, bindir, hosts, clients, ns)
             print(row, flush=True)
             failures += [f"{n} services: {f}" for f in failed]
             if fatal:
                 break
     finally:
-        if built:
+        for client in built:
             with contextlib.suppress(Exception):
                 client.images.remove(idle_image(ns.stack))
+        extra.stop()
     if failures:
         raise SystemExit("FAILED:\n" + "\n".join(failures))
 
