@@ -455,6 +455,7 @@ CLI_CASES = [
         "cidr-host-bits",
         "undeclared-storage-pool",
         "prebuilt-latest",
+        "bridge-port-limit",
     }
 ]
 
