@@ -2,10 +2,10 @@
 
 A generated stack of N services (bench/plan_scale.py's generator: 4 networks, a volume on
 every third service; services in service files of 100), `twinstack:runtime: container`, one
-host `local` (the default Docker socket); past 4,092 services one more network per 1,023
-(a Linux bridge takes at most 1,023 containers: 5,000 services need 5 networks). Each service is a prebuilt `image:` service that
-costs next to nothing per container: `twinstack/<stack>-idle:1`, the local base image
-`twinstack/debian-base:bookworm` (`.venv/bin/python -m twinstack.images build`) with
+host `local` (the default Docker socket; `--hosts` below), and on each host as many networks
+as the spec asks (a Linux bridge takes at most 1,023 containers). Each service is a prebuilt
+`image:` service that costs next to nothing per container: `twinstack/<stack>-idle:1`, the
+local base image `twinstack/debian-base:bookworm` (`.venv/bin/python -m twinstack.images build`) with
 `CMD ["sleep", "infinity"]` (built here once, from no registry, and removed at the end: a
 prebuilt container keeps its image's CMD, the base image's is `/bin/bash`, which would exit),
 run as `nobody`, 64 MiB, 0.5 CPU, no published ports (`--ports`: plan_scale's host ports), and a
@@ -21,8 +21,7 @@ as bench/engine_preview.py runs `preview`, with a file backend in a temporary fo
   stacks"; `--checkpoints` runs every operation without it);
 * the containers Docker reports running with the stack's label must be exactly the declared
   replicas; dockerd + containerd + containerd-shim RSS (and PSS) is read from /proc;
-* a second `preview` with the packs must show no changes (`--skip-preview` leaves it out:
-  at 5,000 services it would add about half an hour);
+* a second `preview` with the packs must show no changes;
 * `pulumi state unprotect --all` (data volumes are protected), then `destroy`; afterwards no
   container, volume or network with the stack's label may remain.
 
@@ -38,7 +37,7 @@ state, then destroy and clean up.
 
     .venv/bin/python bench/engine_up.py --services 5,50,1000 [--checkpoints] [--ports]
         [--health-interval-s 3600] [--parallel P] [--max-up-minutes 35] [--max-used-gib 18]
-        [--skip-preview] [--hosts H]
+        [--hosts H]
 
 `--hosts H` makes the stack H hosts, each its own dockerd: the running one and H-1 that the
 script starts (own socket, data and exec roots, managed containerd; no default bridge and
@@ -228,10 +227,7 @@ def host_limits(n: int, hosts: int) -> None:
 class ExtraDaemons:
     """``k`` more dockerd, each its own host in the stack (socket, data root, exec root and
     managed containerd of its own; no default bridge, no iptables: the first daemon owns
-    those chains). A dockerd holds about 8 descriptors per running container, so the
-    machine's open-files limit for one process (20,000 here: a hard limit this sandbox
-    cannot raise) caps one daemon at about 2,500 containers; on a Docker host its unit
-    allows far more (LimitNOFILE). Stopped, and their folders removed, on exit."""
+    those chains); see ``--hosts`` above. Stopped, and their folders removed, on exit."""
 
     def __init__(self, k: int) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -279,7 +275,7 @@ class ExtraDaemons:
         for url, proc in zip(self.hosts.values(), self.procs, strict=True):
             if proc.poll() is None:
                 with contextlib.suppress(Exception):
-                    _remove_ours(docker_client(url), "", label="twinstack.stack")
+                    _remove_ours(docker_client(url), "twinstack.stack")  # all ours
         for proc in self.procs:
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
@@ -357,45 +353,45 @@ def running(clients: list[Any], stack: str) -> set[str]:
 
 def remove_ours(clients: list[Any], stack: str) -> list[str]:
     """Last resort: remove what carries the stack's label (and nothing else)."""
-    return [what for client in clients for what in _remove_ours(client, stack)]
+    label = f"twinstack.stack={stack}"
+    return [what for client in clients for what in _remove_ours(client, label)]
 
 
-def _remove_ours(client: Any, stack: str, label: str | None = None) -> list[str]:
-    """Containers (8 at a time: one at a time, thousands took hours under load), then
-    networks and volumes; a removal the daemon refuses is reported, not raised, so the rest
-    still goes."""
+def _remove_ours(client: Any, label: str) -> list[str]:
+    """Containers with ``label`` (8 at a time: one at a time, thousands took hours under
+    load), then networks and volumes; a removal the daemon refuses is reported, not raised,
+    so the rest still goes."""
     import docker.errors
 
     api = client.api
-    filters = {"label": label or f"twinstack.stack={stack}"}
+    filters = {"label": label}
 
-    def remove(kind: str, name: str, call: Any) -> str:
+    def remove(kind: str, name: str, call: Any, *args: Any, **kwargs: Any) -> str:
         try:
-            call()
+            call(*args, **kwargs)
         except docker.errors.NotFound:
             return ""
         except docker.errors.APIError as exc:
             return f"{kind} {name} NOT removed: {exc.explanation or exc}"
         return f"{kind} {name}"
 
-    containers = api.containers(all=True, filters=filters)
     with ThreadPoolExecutor(8) as pool:
         done = list(
             pool.map(
                 lambda c: remove(
                     "container",
                     c["Names"][0].lstrip("/"),
-                    lambda: api.remove_container(c["Id"], force=True),
+                    api.remove_container,
+                    c["Id"],
+                    force=True,
                 ),
-                containers,
+                api.containers(all=True, filters=filters),
             )
         )
     for n in api.networks(filters=filters):
-        done.append(remove("network", n["Name"], lambda: api.remove_network(n["Id"])))  # noqa: B023
+        done.append(remove("network", n["Name"], api.remove_network, n["Id"]))
     for v in api.volumes(filters=filters).get("Volumes") or []:
-        done.append(
-            remove("volume", v["Name"], lambda: api.remove_volume(v["Name"], force=True))  # noqa: B023
-        )
+        done.append(remove("volume", v["Name"], api.remove_volume, v["Name"], force=True))
     return [d for d in done if d]
 
 
@@ -664,16 +660,11 @@ def one(
                     f"running containers {len(live)} != declared replicas {len(names)}"
                     f" (missing {missing[:5]}, unexpected {extra[:5]})"
                 )
-            if ns.skip_preview:
-                cell["preview"] = "not run"
-            else:
-                pre_s, pre = run("preview", limit_s=ns.max_up_minutes * 60)
-                changed = {k: v for k, v in pre["changes"].items() if k != "same" and v}
-                cell["preview"] = f"{pre_s:.1f} s" + (" (**changes**)" if changed else "")
-                if changed:
-                    failures.append(
-                        f"second preview shows changes {changed}: {pre['not_same'][:3]} …"
-                    )
+            pre_s, pre = run("preview", limit_s=ns.max_up_minutes * 60)
+            changed = {k: v for k, v in pre["changes"].items() if k != "same" and v}
+            cell["preview"] = f"{pre_s:.1f} s" + (" (**changes**)" if changed else "")
+            if changed:
+                failures.append(f"second preview shows changes {changed}: {pre['not_same'][:3]} …")
         except (RuntimeError, Stopped) as exc:
             fatal = True
             failures.append(f"up/preview: {exc}")
@@ -721,9 +712,6 @@ def main() -> None:
     ap.add_argument(
         "--max-used-gib", type=float, default=18.0,
         help="stop `up` when the machine's memory in use passes this (GiB)",
-    )  # fmt: skip
-    ap.add_argument(
-        "--skip-preview", action="store_true", help="no second preview after `up`"
     )  # fmt: skip
     ap.add_argument(
         "--hosts", type=int, default=1,
